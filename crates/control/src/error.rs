@@ -1,0 +1,45 @@
+//! Errors of the control core.
+
+use tailwarden_store::StoreError;
+
+/// Why a control operation failed. Converted to client-visible messages at the HTTP edge.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Storage failed or refused the change.
+    #[error(transparent)]
+    Store(StoreError),
+    /// A request named a node that does not exist or is not this machine's.
+    #[error("node {node_key} is not registered for this machine")]
+    UnknownNode {
+        /// The node key from the request.
+        node_key: String,
+    },
+    /// The client is older than the minimum supported capability version.
+    #[error("client capability version {version} is too old; tailwarden needs {min} or newer (Tailscale v1.80+)")]
+    ClientTooOld {
+        /// The client's version.
+        version: u16,
+        /// The minimum.
+        min: u16,
+    },
+    /// An argument was invalid.
+    #[error("{what}")]
+    Invalid {
+        /// Description of the problem.
+        what: String,
+    },
+    /// Reading or writing a key file failed.
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        /// The path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A pending interactive registration was not found.
+    #[error("no pending registration with id {id:?} (it may have expired)")]
+    UnknownRegistration {
+        /// The id.
+        id: String,
+    },
+}

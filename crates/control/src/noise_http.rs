@@ -1,0 +1,140 @@
+//! The control endpoints clients reach over plain HTTP(S): `GET /key` and the `/ts2021` upgrade, and the HTTP/2
+//! service that runs inside the Noise channel (`/machine/register`, `/machine/map`, …).
+
+use crate::Control;
+use axum::body::Body;
+use axum::extract::{Extension, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, StatusCode, header};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+use tailwarden_noise::{Initiation, NoiseStream, accept, early_payload};
+use tailwarden_wire::{ChallengeKey, MachineKey, MapRequest, RegisterRequest, from_go_json};
+use tokio::io::AsyncWriteExt;
+
+/// Request bodies on the Noise channel are small JSON documents; Headscale caps them at 1 MiB too.
+const MAX_BODY: usize = 1 << 20;
+const UPGRADE_PROTOCOL: &str = "tailscale-control-protocol";
+
+/// Routes for `/key` and `/ts2021`, to be merged into the public listener's router.
+pub fn routes(control: Arc<Control>) -> Router {
+    Router::new().route("/key", get(server_key)).route("/ts2021", any(ts2021)).with_state(control)
+}
+
+async fn server_key(State(control): State<Arc<Control>>) -> Response {
+    // The legacy (pre-Noise) key is unused by current clients but tailscale-rs requires the field.
+    Json(serde_json::json!({
+        "legacyPublicKey": MachineKey::default().to_string(),
+        "publicKey": control.server_keys().noise_public_text(),
+    }))
+    .into_response()
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, message.into()).into_response()
+}
+
+async fn ts2021(State(control): State<Arc<Control>>, mut req: Request) -> Response {
+    let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case(UPGRADE_PROTOCOL) {
+        return bad_request(format!("/ts2021 needs \"Upgrade: {UPGRADE_PROTOCOL}\" (is a proxy stripping it?)"));
+    }
+    let Some(init_header) = req.headers().get("X-Tailscale-Handshake").and_then(|v| v.to_str().ok()) else {
+        return bad_request("missing X-Tailscale-Handshake header");
+    };
+    let init = match Initiation::from_header(init_header) {
+        Ok(i) => i,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let accepted = match accept(&init, &control.server_keys().noise_pair()) {
+        Ok(a) => a,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let conn = NoiseConn { machine: accepted.machine_key };
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "ts2021 upgrade failed");
+                return;
+            }
+        };
+        let mut io = TokioIo::new(upgraded);
+        if let Err(e) = io.write_all(&accepted.response).await {
+            tracing::debug!(error = %e, "writing Noise response failed");
+            return;
+        }
+        let mut stream = NoiseStream::new(io, accepted.codec, BytesMut::new());
+        if stream.queue(&early_payload(ChallengeKey(ts_keys::X25519KeyPair::random().public.to_bytes()))).is_err() {
+            return;
+        }
+        serve_noise(control, conn, stream).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL))
+        .header(header::CONNECTION, HeaderValue::from_static("upgrade"))
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Identity of a Noise connection, attached to every request on it.
+#[derive(Clone, Copy, Debug)]
+struct NoiseConn {
+    machine: MachineKey,
+}
+
+async fn serve_noise<IO>(control: Arc<Control>, conn: NoiseConn, stream: NoiseStream<IO>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let router = Router::new()
+        .route("/machine/register", post(machine_register))
+        .route("/machine/map", post(machine_map))
+        .route("/machine/update-health", post(|| async { StatusCode::OK }))
+        .fallback(|| async { (StatusCode::NOT_IMPLEMENTED, "not implemented") })
+        .layer(Extension(conn))
+        .with_state(control);
+    let result = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router))
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(machine = %conn.machine, error = %e, "Noise connection ended");
+    }
+}
+
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable").into_response())
+}
+
+async fn machine_register(State(control): State<Arc<Control>>, Extension(conn): Extension<NoiseConn>, req: Request) -> Response {
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let request: RegisterRequest = match from_go_json("RegisterRequest", &body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    Json(control.register(conn.machine, request).await).into_response()
+}
+
+async fn machine_map(State(control): State<Arc<Control>>, Extension(conn): Extension<NoiseConn>, req: Request) -> Response {
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let request: MapRequest = match from_go_json("MapRequest", &body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    control.map(conn.machine, request).await
+}

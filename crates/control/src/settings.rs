@@ -1,0 +1,63 @@
+//! Settings the control core needs, derived from the configuration file by the binary.
+
+use std::time::Duration;
+use tailwarden_wire::{DerpMap, DnsRecord};
+
+/// Everything the core needs to know about the deployment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Public URL of this server (used in AuthURLs).
+    pub server_url: String,
+    /// The DERP map sent to clients (embedded region merged with external maps).
+    pub derp_map: DerpMap,
+    /// DNS settings.
+    pub dns: DnsSettings,
+    /// Delete ephemeral nodes this long after they go offline.
+    pub ephemeral_inactivity_timeout: Duration,
+    /// Default key expiry for new nodes; `None` = never.
+    pub node_expiry: Option<Duration>,
+    /// Tell clients not to upload logs to Tailscale (`logtail.enabled: false`).
+    pub disable_log_tail: bool,
+    /// Tell clients not to probe public hosts for captive portals.
+    pub disable_captive_portal_detection: bool,
+    /// Tell clients to pick a random UDP port.
+    pub randomize_client_port: bool,
+    /// Interval between keep-alive messages on idle map streams.
+    pub keep_alive_interval: Duration,
+}
+
+/// DNS configuration pushed to clients.
+#[derive(Clone, Debug, Default)]
+pub struct DnsSettings {
+    /// MagicDNS on.
+    pub magic_dns: bool,
+    /// Base domain of MagicDNS names (`<given-name>.<base_domain>`).
+    pub base_domain: String,
+    /// Global nameservers.
+    pub global_nameservers: Vec<String>,
+    /// Split DNS: domain → nameservers.
+    pub split_nameservers: Vec<(String, Vec<String>)>,
+    /// Extra search domains.
+    pub search_domains: Vec<String>,
+    /// Extra records.
+    pub extra_records: Vec<DnsRecord>,
+    /// Override the client's local DNS with the global nameservers.
+    pub override_local_dns: bool,
+}
+
+impl Settings {
+    /// Settings for a loopback test server with the given DERP map.
+    pub fn for_tests(derp_map: DerpMap) -> Settings {
+        Settings {
+            server_url: "http://127.0.0.1:8080".into(),
+            derp_map,
+            dns: DnsSettings { magic_dns: true, base_domain: "tailnet.internal".into(), ..Default::default() },
+            ephemeral_inactivity_timeout: Duration::from_secs(30 * 60),
+            node_expiry: None,
+            disable_log_tail: true,
+            disable_captive_portal_detection: true,
+            randomize_client_port: false,
+            keep_alive_interval: Duration::from_secs(50),
+        }
+    }
+}

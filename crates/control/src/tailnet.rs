@@ -1,0 +1,385 @@
+//! One tenant's tailnet in memory: its nodes, users and open map sessions, and the fan-out of changes.
+//!
+//! Every change is applied here after the store has committed it, turned into one delta message, encoded once per
+//! compression mode and queued to each affected session. Queues are bounded: a session that falls behind loses its
+//! queued deltas and receives a fresh full map instead, so a slow client never blocks the others.
+
+use crate::render::{self, now_ms};
+use crate::{ControlError, Settings};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tailwarden_store::{NodeRecord, Store, UserRecord};
+use tailwarden_types::{NodeId, TenantId, UserId};
+use tailwarden_wire::framing::{Compression, frame_payload};
+use tailwarden_wire::{DiscoKey, Hostinfo, MachineKey, MapResponse, NodeKey, PeerChange};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, mpsc};
+
+/// The user ID tagged nodes are shown under (the same value Headscale uses, so imported clients see no change).
+pub const TAGGED_DEVICES_USER_ID: i64 = 2_147_455_555;
+
+/// Deltas a session may have queued before it is considered lagging.
+const SESSION_QUEUE: usize = 256;
+
+/// A node with its stored record and the parsed, runtime-only parts.
+#[derive(Clone, Debug)]
+pub(crate) struct NodeEntry {
+    pub record: NodeRecord,
+    pub hostinfo: Hostinfo,
+    pub node_key: NodeKey,
+    pub machine_key: MachineKey,
+    pub disco_key: DiscoKey,
+    pub online: bool,
+    pub cap: u16,
+}
+
+impl NodeEntry {
+    pub fn from_record(record: NodeRecord) -> NodeEntry {
+        let hostinfo = tailwarden_wire::from_go_json("stored Hostinfo", record.hostinfo.as_bytes()).unwrap_or_default();
+        NodeEntry {
+            hostinfo,
+            node_key: record.node_key.parse().unwrap_or_default(),
+            machine_key: record.machine_key.parse().unwrap_or_default(),
+            disco_key: record.disco_key.parse().unwrap_or_default(),
+            online: false,
+            cap: 0,
+            record,
+        }
+    }
+
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.record.expiry_ms.and_then(render::ms_to_time).is_some_and(|e| e <= now)
+    }
+}
+
+/// What the management API shows for a node.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeView {
+    /// The stored node.
+    pub record: NodeRecord,
+    /// Whether it has an open map session.
+    pub online: bool,
+}
+
+/// A message queued to a session: length-prefixed, possibly compressed.
+pub(crate) type Frame = bytes::Bytes;
+
+struct SessionHandle {
+    id: u64,
+    compression: Compression,
+    tx: mpsc::Sender<Frame>,
+    lagged: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+}
+
+/// The receiving end of a map session.
+pub(crate) struct SessionReceiver {
+    pub id: u64,
+    pub rx: mpsc::Receiver<Frame>,
+    /// Set when deltas were dropped; the session must send a full map.
+    pub lagged: Arc<AtomicBool>,
+    /// Signalled when `lagged` is set, since no queued message will wake the session then.
+    pub wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct State {
+    nodes: BTreeMap<NodeId, NodeEntry>,
+    users: BTreeMap<UserId, UserRecord>,
+    sessions: BTreeMap<NodeId, SessionHandle>,
+    next_session: u64,
+}
+
+/// A tenant's tailnet.
+pub(crate) struct Tailnet {
+    pub tenant: TenantId,
+    state: Mutex<State>,
+}
+
+/// Encodes a message at most once per compression mode.
+struct EncodeOnce<'a> {
+    msg: &'a MapResponse,
+    json: Option<Vec<u8>>,
+    frames: BTreeMap<Compression, Frame>,
+}
+
+impl<'a> EncodeOnce<'a> {
+    fn new(msg: &'a MapResponse) -> Self {
+        EncodeOnce { msg, json: None, frames: BTreeMap::new() }
+    }
+
+    fn frame(&mut self, compression: Compression) -> Option<Frame> {
+        if let Some(f) = self.frames.get(&compression) {
+            return Some(f.clone());
+        }
+        if self.json.is_none() {
+            self.json = serde_json::to_vec(self.msg).ok();
+        }
+        let frame = bytes::Bytes::from(frame_payload(self.json.as_ref()?, compression).ok()?);
+        self.frames.insert(compression, frame.clone());
+        Some(frame)
+    }
+}
+
+impl Tailnet {
+    pub async fn load(store: &Store, tenant: TenantId) -> Result<Tailnet, ControlError> {
+        let scope = store.tenant(tenant);
+        let mut state = State::default();
+        for u in scope.list_users().await? {
+            state.users.insert(u.id, u);
+        }
+        for n in scope.list_nodes().await? {
+            state.nodes.insert(n.id, NodeEntry::from_record(n));
+        }
+        Ok(Tailnet { tenant, state: Mutex::new(state) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // See `Control::tailnets_lock` for why a poisoned lock is entered anyway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn has_valid_node_key(&self, key: &[u8; 32], now: OffsetDateTime) -> bool {
+        self.lock().nodes.values().any(|n| n.node_key.0 == *key && !n.is_expired(now))
+    }
+
+    pub fn node_by_key(&self, key: &NodeKey) -> Option<NodeEntry> {
+        self.lock().nodes.values().find(|n| n.node_key == *key).cloned()
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<NodeEntry> {
+        self.lock().nodes.get(&id).cloned()
+    }
+
+    pub fn user(&self, id: UserId) -> Option<UserRecord> {
+        self.lock().users.get(&id).cloned()
+    }
+
+    pub fn views(&self) -> Vec<NodeView> {
+        self.lock()
+            .nodes
+            .values()
+            .map(|n| NodeView { record: n.record.clone(), online: n.online })
+            .collect()
+    }
+
+    pub fn upsert_user(&self, user: UserRecord) {
+        self.lock().users.insert(user.id, user);
+    }
+
+    /// Sends `msg` to every session except `except`'s.
+    fn broadcast(state: &State, except: Option<NodeId>, msg: &MapResponse) {
+        let mut enc = EncodeOnce::new(msg);
+        for (node, session) in &state.sessions {
+            if Some(*node) == except {
+                continue;
+            }
+            if let Some(frame) = enc.frame(session.compression) {
+                deliver(session, frame);
+            }
+        }
+    }
+
+    fn send_to(state: &State, node: NodeId, msg: &MapResponse) {
+        if let Some(session) = state.sessions.get(&node)
+            && let Some(frame) = EncodeOnce::new(msg).frame(session.compression)
+        {
+            deliver(session, frame);
+        }
+    }
+
+    /// Applies a node that was just registered or changed in the store and tells everyone.
+    pub fn upsert_node(&self, record: NodeRecord, settings: &Settings) {
+        let now = OffsetDateTime::now_utc();
+        let mut st = self.lock();
+        let mut entry = NodeEntry::from_record(record);
+        if let Some(old) = st.nodes.get(&entry.record.id) {
+            entry.online = old.online;
+            entry.cap = old.cap;
+        }
+        let id = entry.record.id;
+        let peer_view = render::node(&entry, settings, false, now);
+        let self_view = render::node(&entry, settings, true, now);
+        let profile = render::user_profile(peer_view.user, &st.users);
+        st.nodes.insert(id, entry);
+        Self::broadcast(
+            &st,
+            Some(id),
+            &MapResponse { peers_changed: vec![peer_view], user_profiles: vec![profile.clone()], ..Default::default() },
+        );
+        Self::send_to(&st, id, &MapResponse { node: Some(self_view), user_profiles: vec![profile], ..Default::default() });
+    }
+
+    /// Forgets a deleted node, ends its session and removes it from every peer's map.
+    pub fn remove_node(&self, id: NodeId) -> Option<NodeEntry> {
+        let mut st = self.lock();
+        let removed = st.nodes.remove(&id);
+        st.sessions.remove(&id);
+        if removed.is_some() {
+            Self::broadcast(&st, Some(id), &MapResponse { peers_removed: vec![id.0], ..Default::default() });
+        }
+        removed
+    }
+
+    /// Applies what a map request reports (disco key, endpoints, hostinfo, capability version) and sends peers the
+    /// smallest delta that describes it. Returns whether anything changed.
+    pub fn apply_client_update(
+        &self,
+        id: NodeId,
+        disco_key: DiscoKey,
+        endpoints: Option<Vec<String>>,
+        hostinfo: Option<Hostinfo>,
+        cap: u16,
+        settings: &Settings,
+    ) -> bool {
+        let now = OffsetDateTime::now_utc();
+        let mut st = self.lock();
+        let Some(entry) = st.nodes.get_mut(&id) else { return false };
+        entry.cap = cap;
+        let mut patch = PeerChange { node_id: id.0, ..Default::default() };
+        let mut patched = false;
+        if !disco_key.is_zero() && disco_key != entry.disco_key {
+            entry.disco_key = disco_key;
+            entry.record.disco_key = disco_key.to_string();
+            patch.disco_key = Some(disco_key);
+            patched = true;
+        }
+        if let Some(eps) = endpoints.map(sanitize_endpoints)
+            && eps != entry.record.endpoints
+        {
+            entry.record.endpoints = eps.clone();
+            patch.endpoints = Some(eps);
+            patched = true;
+        }
+        let mut full_change = false;
+        if let Some(h) = hostinfo
+            && h != entry.hostinfo
+        {
+            let old_derp = entry.hostinfo.preferred_derp();
+            // Only the home region changing is expressible as a patch; anything else needs the whole node.
+            let mut without_netinfo = h.clone();
+            without_netinfo.net_info = entry.hostinfo.net_info.clone();
+            full_change = without_netinfo != entry.hostinfo;
+            if h.preferred_derp() != old_derp && h.preferred_derp().is_some() {
+                patch.derp_region = h.preferred_derp();
+                patched = true;
+            }
+            entry.record.hostinfo = serde_json::to_string(&h).unwrap_or_default();
+            entry.record.hostname = h.hostname.clone();
+            entry.hostinfo = h;
+        }
+        let view = full_change.then(|| render::node(entry, settings, false, now));
+        if let Some(view) = view {
+            Self::broadcast(&st, Some(id), &MapResponse { peers_changed: vec![view], ..Default::default() });
+        } else if patched {
+            Self::broadcast(&st, Some(id), &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
+        }
+        full_change || patched
+    }
+
+    /// Opens a map session for `id`, replacing (and thereby closing) any previous one, and marks the node online.
+    /// Returns the receiver and the first message.
+    pub fn open_session(
+        &self,
+        id: NodeId,
+        compression: Compression,
+        settings: &Settings,
+    ) -> Option<(SessionReceiver, MapResponse)> {
+        let now = OffsetDateTime::now_utc();
+        let mut st = self.lock();
+        st.nodes.get(&id)?;
+        st.next_session += 1;
+        let session_id = st.next_session;
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(Notify::new());
+        st.sessions.insert(
+            id,
+            SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), wake: wake.clone() },
+        );
+        let entry = st.nodes.get_mut(&id)?;
+        let was_online = std::mem::replace(&mut entry.online, true);
+        if !was_online {
+            let patch = PeerChange { node_id: id.0, online: Some(true), ..Default::default() };
+            Self::broadcast(&st, Some(id), &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
+        }
+        let first = Self::full_map_locked(&st, id, settings, now)?;
+        Some((SessionReceiver { id: session_id, rx, lagged, wake }, first))
+    }
+
+    fn full_map_locked(st: &State, id: NodeId, settings: &Settings, now: OffsetDateTime) -> Option<MapResponse> {
+        let me = st.nodes.get(&id)?;
+        let peers: Vec<&NodeEntry> = st.nodes.values().filter(|n| n.record.id != id).collect();
+        Some(render::full_map(me, &peers, &st.users, settings, now))
+    }
+
+    /// A fresh full map for `id` (one-shot requests and sessions that fell behind).
+    pub fn full_map(&self, id: NodeId, settings: &Settings) -> Option<MapResponse> {
+        Self::full_map_locked(&self.lock(), id, settings, OffsetDateTime::now_utc())
+    }
+
+    /// Ends session `session_id` of `id` if it is still the current one; the node goes offline. Returns the time
+    /// to record as last seen, if the node went offline.
+    pub fn close_session(&self, id: NodeId, session_id: u64) -> Option<i64> {
+        let mut st = self.lock();
+        if st.sessions.get(&id).is_none_or(|s| s.id != session_id) {
+            return None;
+        }
+        st.sessions.remove(&id);
+        let now = now_ms();
+        let entry = st.nodes.get_mut(&id)?;
+        entry.online = false;
+        entry.record.last_seen_ms = Some(now);
+        let patch = PeerChange {
+            node_id: id.0,
+            online: Some(false),
+            last_seen: render::ms_to_time(now),
+            ..Default::default()
+        };
+        Self::broadcast(&st, Some(id), &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
+        Some(now)
+    }
+
+    /// Deletes ephemeral nodes that have been offline longer than `timeout`.
+    pub async fn collect_ephemeral(&self, store: &Store, timeout: Duration) -> Result<(), ControlError> {
+        let cutoff = now_ms() - i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let doomed: Vec<NodeId> = self
+            .lock()
+            .nodes
+            .values()
+            .filter(|n| n.record.ephemeral && !n.online && n.record.last_seen_ms.unwrap_or(n.record.created_ms) < cutoff)
+            .map(|n| n.record.id)
+            .collect();
+        for id in doomed {
+            store.tenant(self.tenant).delete_node(id).await?;
+            if self.remove_node(id).is_some() {
+                tracing::info!(node = %id, tenant = %self.tenant, "deleted inactive ephemeral node");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn deliver(session: &SessionHandle, frame: Frame) {
+    if session.lagged.load(Ordering::Relaxed) {
+        return;
+    }
+    if session.tx.try_send(frame).is_err() {
+        // Full (or closing): drop the backlog; the session sends a complete map next.
+        session.lagged.store(true, Ordering::Relaxed);
+        session.wake.notify_one();
+    }
+}
+
+/// Drops endpoints peers cannot use: unparsable ones and IPv6 link-local or zoned addresses.
+fn sanitize_endpoints(eps: Vec<String>) -> Vec<String> {
+    eps.into_iter()
+        .filter(|e| match e.parse::<std::net::SocketAddr>() {
+            Ok(std::net::SocketAddr::V6(a)) => (a.ip().segments()[0] & 0xffc0) != 0xfe80 && a.scope_id() == 0,
+            Ok(_) => true,
+            Err(_) => false,
+        })
+        .collect()
+}

@@ -1,0 +1,116 @@
+//! [`NoiseStream`]: a byte stream over encrypted records, on which the server runs HTTP/2.
+
+use crate::{NoiseError, RecordCodec};
+use bytes::{Buf, BytesMut};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Above this many buffered ciphertext bytes, writes wait for the socket instead of buffering more.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+/// Decrypts records from `io` on read and encrypts writes into records.
+pub struct NoiseStream<IO> {
+    io: IO,
+    codec: RecordCodec,
+    /// Ciphertext read from `io`, not yet decrypted.
+    incoming: BytesMut,
+    /// Decrypted bytes not yet handed to the reader.
+    plaintext: BytesMut,
+    /// Ciphertext waiting to be written to `io`.
+    outgoing: BytesMut,
+    eof: bool,
+}
+
+impl<IO> NoiseStream<IO> {
+    /// Wraps `io`; `leftover` is ciphertext already read past the handshake (usually empty).
+    pub fn new(io: IO, codec: RecordCodec, leftover: BytesMut) -> NoiseStream<IO> {
+        NoiseStream { io, codec, incoming: leftover, plaintext: BytesMut::new(), outgoing: BytesMut::new(), eof: false }
+    }
+
+    /// Queues `data` for sending; it goes out on the next write or flush. Used for the early payload, which must
+    /// precede the first HTTP/2 byte.
+    pub fn queue(&mut self, data: &[u8]) -> io::Result<()> {
+        self.codec.seal(data, &mut self.outgoing).map_err(to_io)
+    }
+}
+
+fn to_io(e: NoiseError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> NoiseStream<IO> {
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.outgoing.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.outgoing))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.outgoing.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for NoiseStream<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.plaintext.is_empty() {
+                let n = this.plaintext.len().min(buf.remaining());
+                buf.put_slice(&this.plaintext[..n]);
+                this.plaintext.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(record) = this.codec.open(&mut this.incoming).map_err(to_io)? {
+                this.plaintext = record;
+                continue;
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            this.incoming.reserve(crate::MAX_RECORD);
+            let n = {
+                let dst = this.incoming.spare_capacity_mut();
+                let mut rb = ReadBuf::uninit(dst);
+                ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+                rb.filled().len()
+            };
+            if n == 0 {
+                this.eof = true;
+                if !this.incoming.is_empty() {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated Noise record")));
+                }
+                return Poll::Ready(Ok(()));
+            }
+            // SAFETY: `poll_read` initialised exactly `n` bytes of the spare capacity.
+            unsafe { this.incoming.set_len(this.incoming.len() + n) };
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.outgoing.len() >= WRITE_HIGH_WATER {
+            ready!(this.poll_write_out(cx))?;
+        }
+        this.codec.seal(data, &mut this.outgoing).map_err(to_io)?;
+        // Push what we can now; anything left goes out on the next write or flush.
+        if let Poll::Ready(Err(e)) = this.poll_write_out(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_out(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_out(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

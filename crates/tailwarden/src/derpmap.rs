@@ -1,0 +1,73 @@
+//! Builds the DERP map clients receive: external maps from `derp.paths` (and `derp.urls` over plain HTTP), with the
+//! embedded region added on top when it is enabled.
+
+use anyhow::Context;
+use std::net::IpAddr;
+use tailwarden_config::Config;
+use tailwarden_wire::{DerpMap, DerpNode, DerpRegion};
+
+/// The merged DERP map. `derp_port` is the HTTPS port the embedded relay is reachable on.
+pub async fn build(config: &Config, derp_port: u16) -> anyhow::Result<DerpMap> {
+    let mut map = DerpMap::default();
+    for path in &config.derp.paths {
+        let text = std::fs::read_to_string(path).with_context(|| format!("derp.paths: reading {}", path.display()))?;
+        let external: DerpMap =
+            serde_yaml::from_str(&text).with_context(|| format!("derp.paths: {} is not a DERP map", path.display()))?;
+        map.regions.extend(external.regions);
+    }
+    for url in &config.derp.urls {
+        let external = fetch(url).await.with_context(|| format!("derp.urls: fetching {url}"))?;
+        map.regions.extend(external.regions);
+    }
+    let server = &config.derp.server;
+    if server.enabled && server.automatically_add_embedded_derp_region {
+        let host = config.server_host().unwrap_or_else(|| "127.0.0.1".into());
+        let host_ip: Option<IpAddr> = host.parse().ok();
+        let ipv4 = server.ipv4.map(|a| a.to_string()).or_else(|| host_ip.filter(IpAddr::is_ipv4).map(|a| a.to_string()));
+        let ipv6 = server.ipv6.map(|a| a.to_string()).or_else(|| host_ip.filter(IpAddr::is_ipv6).map(|a| a.to_string()));
+        // With a literal address of one family, the other must be "none" or clients would try to resolve the name.
+        let (ipv4, ipv6) = match (ipv4, ipv6, host_ip) {
+            (v4, v6, None) => (v4.unwrap_or_default(), v6.unwrap_or_default()),
+            (v4, v6, Some(_)) => (v4.unwrap_or_else(|| "none".into()), v6.unwrap_or_else(|| "none".into())),
+        };
+        let stun_port = server.stun_listen_addr.map_or(-1, |a| i32::from(a.port()));
+        map.regions.insert(
+            server.region_id,
+            DerpRegion {
+                region_id: server.region_id,
+                region_code: server.region_code.clone(),
+                region_name: server.region_name.clone(),
+                nodes: vec![DerpNode {
+                    name: format!("{}a", server.region_id),
+                    region_id: server.region_id,
+                    host_name: host,
+                    ipv4,
+                    ipv6,
+                    stun_port,
+                    derp_port: i32::from(derp_port),
+                    insecure_for_tests: server.insecure_for_tests,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+    }
+    anyhow::ensure!(!map.regions.is_empty(), "the DERP map is empty: enable derp.server or set derp.paths/derp.urls");
+    Ok(map)
+}
+
+async fn fetch(url: &str) -> anyhow::Result<DerpMap> {
+    use http_body_util::{BodyExt, Empty};
+    let uri: http::Uri = url.parse().context("invalid URL")?;
+    anyhow::ensure!(uri.scheme_str() == Some("http"), "only http:// DERP map URLs are supported; use derp.paths for others");
+    let host = uri.host().context("URL has no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get(uri.clone()).header(http::header::HOST, host).body(Empty::<bytes::Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body).context("not a DERP map")?)
+}

@@ -1,0 +1,75 @@
+//! `tailwarden`: the server (`serve`) and the management CLI, which reaches a running server over its unix socket.
+
+mod cli;
+mod derpmap;
+mod serve;
+mod tls;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tailwarden_config::Config;
+
+#[derive(Parser)]
+#[command(name = "tailwarden", version, about = "Self-hosted Tailscale-compatible coordination server")]
+struct Cli {
+    /// Headscale-style config.yaml; without it, built-in loopback defaults (plus environment overrides) apply.
+    #[arg(short, long, global = true, env = "TAILWARDEN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Output format for listings: json, json-line or yaml (default: a table).
+    #[arg(short, long, global = true, default_value = "")]
+    output: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control server with its embedded DERP relay and STUN server.
+    Serve,
+    /// Check the configuration file and exit.
+    Configtest,
+    /// Manage users.
+    #[command(subcommand, alias = "user")]
+    Users(cli::UsersCommand),
+    /// Manage pre-auth keys.
+    #[command(subcommand, alias = "preauthkey")]
+    Preauthkeys(cli::PreauthkeysCommand),
+    /// Manage nodes.
+    #[command(subcommand, alias = "node")]
+    Nodes(cli::NodesCommand),
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    let (config, warnings) = match path {
+        Some(p) => Config::load(p).with_context(|| format!("loading {}", p.display()))?,
+        None => Config::from_env().context("loading built-in defaults")?,
+    };
+    for w in warnings {
+        eprintln!("config warning: {w}");
+    }
+    Ok(config)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting runtime").and_then(|rt| {
+        rt.block_on(async {
+            match cli.command {
+                Command::Serve => serve::run(load_config(cli.config.as_ref())?).await,
+                Command::Configtest => {
+                    load_config(cli.config.as_ref())?;
+                    println!("configuration OK");
+                    Ok(())
+                }
+                Command::Users(c) => cli::users(&load_config(cli.config.as_ref())?, &cli.output, c).await,
+                Command::Preauthkeys(c) => cli::preauthkeys(&load_config(cli.config.as_ref())?, &cli.output, c).await,
+                Command::Nodes(c) => cli::nodes(&load_config(cli.config.as_ref())?, &cli.output, c).await,
+            }
+        })
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

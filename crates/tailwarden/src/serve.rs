@@ -1,0 +1,251 @@
+//! `tailwarden serve`: opens the store, loads keys, and runs the listeners (HTTP, HTTPS with DERP, STUN, the
+//! admin unix socket) until SIGINT/SIGTERM.
+
+use crate::{derpmap, tls};
+use anyhow::Context;
+use axum::Router;
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+use tailwarden_config::{Config, IpAllocation};
+use tailwarden_control::keys::ServerKeys;
+use tailwarden_control::{Control, DerpAdmission, DnsSettings, Settings};
+use tailwarden_derp::DerpServer;
+use tailwarden_store::ipalloc::{AllocationStrategy, IpAllocator};
+use tailwarden_store::{Store, StoreOptions};
+use tailwarden_types::TenantId;
+use tailwarden_wire::DnsRecord;
+use tokio::net::TcpListener;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    let allocator = IpAllocator::new(
+        config.prefixes.v4,
+        config.prefixes.v6,
+        match config.prefixes.allocation {
+            IpAllocation::Sequential => AllocationStrategy::Sequential,
+            IpAllocation::Random => AllocationStrategy::Random,
+        },
+    )
+    .context("prefixes")?;
+    if let Some(dir) = database_dir(&config) {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let store = Store::open_with(&config.database_url(), StoreOptions { ip_allocator: allocator, ..Default::default() })
+        .await
+        .context("opening the database")?;
+    let keys = ServerKeys::load_or_create(&config.noise.private_key_path, &config.derp.server.private_key_path)?;
+    let derp_key = keys.derp_private();
+
+    let plain_is_tls = config.tls_cert_path.is_some() && config.tls_key_path.is_some();
+    let tls_config = if plain_is_tls || config.tls_listen_addr.is_some() {
+        Some(tls::server_config(config.tls_cert_path.as_deref(), config.tls_key_path.as_deref(), &config.tls_subject_names())?)
+    } else {
+        None
+    };
+    let derp_port = match (plain_is_tls, config.tls_listen_addr) {
+        (_, Some(addr)) => addr.port(),
+        (true, None) => config.listen_addr.port(),
+        (false, None) => {
+            anyhow::ensure!(!config.derp.server.enabled, "the embedded DERP server needs TLS: set tls_listen_addr or tls_cert_path");
+            0
+        }
+    };
+    let derp_map = derpmap::build(&config, derp_port).await?;
+    let settings = settings(&config, derp_map);
+    let control = Control::new(store, settings, keys).await?;
+    let _gc = control.spawn_background();
+    let derp = Arc::new(DerpServer::new(derp_key, Arc::new(DerpAdmission(control.clone()))));
+
+    let public = public_router(&control, &derp, config.derp.server.enabled);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let listener = TcpListener::bind(config.listen_addr).await.with_context(|| format!("listen_addr {}", config.listen_addr))?;
+    tracing::info!(addr = %config.listen_addr, tls = plain_is_tls, "control listener up");
+    match (&tls_config, plain_is_tls) {
+        (Some(tls), true) => {
+            tasks.spawn(serve_tls(listener, tls.clone(), public.clone()));
+        }
+        _ => {
+            let app = public.clone();
+            tasks.spawn(async move { axum::serve(listener, app).await.context("HTTP listener") });
+        }
+    }
+    if let (Some(addr), Some(tls)) = (config.tls_listen_addr, &tls_config) {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("tls_listen_addr {addr}"))?;
+        tracing::info!(%addr, "HTTPS listener up (DERP)");
+        tasks.spawn(serve_tls(listener, tls.clone(), public.clone()));
+    }
+    if config.derp.server.enabled
+        && let Some(addr) = config.derp.server.stun_listen_addr
+    {
+        let socket = tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("derp.server.stun_listen_addr {addr}"))?;
+        tracing::info!(%addr, "STUN listener up");
+        tasks.spawn(async move {
+            tailwarden_derp::stun::serve_stun(socket).await;
+            Ok(())
+        });
+    }
+    tasks.spawn(serve_admin_socket(config.clone(), control.clone()));
+
+    tokio::select! {
+        Some(res) = tasks.join_next() => {
+            res.context("listener task panicked")??;
+            anyhow::bail!("a listener stopped unexpectedly");
+        }
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            derp.shutdown();
+            let _ = std::fs::remove_file(&config.unix_socket);
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.level.as_filter()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        tailwarden_config::LogFormat::Json => builder.json().try_init(),
+        _ => builder.try_init(),
+    };
+}
+
+fn database_dir(config: &Config) -> Option<std::path::PathBuf> {
+    match config.database.kind {
+        tailwarden_config::DatabaseType::Sqlite => config.database.sqlite.path.parent().map(|p| p.to_path_buf()),
+        _ => None,
+    }
+}
+
+fn settings(config: &Config, derp_map: tailwarden_wire::DerpMap) -> Settings {
+    let dns = &config.dns;
+    Settings {
+        server_url: config.server_url.clone(),
+        derp_map,
+        dns: DnsSettings {
+            magic_dns: dns.magic_dns,
+            base_domain: dns.base_domain.clone(),
+            global_nameservers: dns.nameservers.global.clone(),
+            split_nameservers: dns.nameservers.split.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            search_domains: dns.search_domains.clone(),
+            extra_records: dns
+                .extra_records
+                .iter()
+                .map(|r| DnsRecord { name: r.name.clone(), record_type: r.record_type().into(), value: r.value.to_string() })
+                .collect(),
+            override_local_dns: dns.override_local_dns,
+        },
+        ephemeral_inactivity_timeout: config.node.ephemeral.inactivity_timeout,
+        node_expiry: config.node.expiry,
+        disable_log_tail: !config.logtail.enabled,
+        disable_captive_portal_detection: true,
+        randomize_client_port: config.randomize_client_port,
+        keep_alive_interval: std::time::Duration::from_secs(50),
+    }
+}
+
+/// Everything clients reach without authentication: control upgrade, DERP, probes, health.
+fn public_router(control: &Arc<Control>, derp: &Arc<DerpServer>, derp_enabled: bool) -> Router {
+    let mut router = tailwarden_control::noise_http::routes(control.clone())
+        .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "pass" })) }))
+        .route("/register/{id}", get(register_page));
+    if derp_enabled {
+        let d = derp.clone();
+        router = router
+            .route("/derp", any(move |req: Request| async move { tailwarden_derp::http::handle_derp_upgrade(d, req).into_response() }))
+            .route("/derp/probe", any(|req: Request| async move { tailwarden_derp::http::probe_response(req.method()).into_response() }))
+            .route(
+                "/derp/latency-check",
+                any(|req: Request| async move { tailwarden_derp::http::probe_response(req.method()).into_response() }),
+            )
+            .route("/generate_204", any(|req: Request| async move { tailwarden_derp::http::generate_204(&req).into_response() }));
+    }
+    router.layer(axum::Extension(control.clone()))
+}
+
+/// The page an interactive login's AuthURL points to: it tells the administrator the command that admits the node.
+async fn register_page(
+    axum::Extension(control): axum::Extension<Arc<Control>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    let safe: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).take(64).collect();
+    if !control.pending_registration_exists(&safe) {
+        return (http::StatusCode::NOT_FOUND, axum::response::Html("<h1>Unknown or expired registration</h1>".to_string()))
+            .into_response();
+    }
+    axum::response::Html(format!(
+        "<!doctype html><html><head><title>tailwarden: register machine</title></head><body>\
+         <h1>Machine registration</h1><p>An administrator completes this registration with:</p>\
+         <pre>tailwarden nodes register --user USERNAME --key {safe}</pre></body></html>"
+    ))
+    .into_response()
+}
+
+async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) -> anyhow::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = listener.accept().await.context("accepting TLS connection")?;
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let stream = match acceptor.accept(tcp).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended");
+            }
+        });
+    }
+}
+
+/// The management API on the unix socket; the socket's file permissions are the access control.
+async fn serve_admin_socket(config: Config, control: Arc<Control>) -> anyhow::Result<()> {
+    let path = &config.unix_socket;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        // A socket left by a crashed server; a live server would still answer on it.
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!("unix_socket {} is in use by another running server", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("unix_socket {}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.unix_socket_permission))
+            .with_context(|| format!("setting permissions of {}", path.display()))?;
+    }
+    tracing::info!(path = %path.display(), "admin socket up");
+    let app = tailwarden_api::routes(control, TenantId::DEFAULT);
+    axum::serve(listener, app).await.context("admin socket")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}
