@@ -40,6 +40,9 @@ fn bad_request(message: impl Into<String>) -> Response {
 
 async fn ts2021(State(control): State<Arc<Control>>, mut req: Request) -> Response {
     let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if upgrade.eq_ignore_ascii_case("websocket") {
+        return ts2021_websocket(control, req);
+    }
     if !upgrade.eq_ignore_ascii_case(UPGRADE_PROTOCOL) {
         return bad_request(format!("/ts2021 needs \"Upgrade: {UPGRADE_PROTOCOL}\" (is a proxy stripping it?)"));
     }
@@ -79,6 +82,55 @@ async fn ts2021(State(control): State<Arc<Control>>, mut req: Request) -> Respon
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL))
         .header(header::CONNECTION, HeaderValue::from_static("upgrade"))
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The WebSocket variant used by browser (js/wasm) clients: the initiation comes in the query string, the
+/// subprotocol must be `tailscale-control-protocol`, and the Noise records travel in binary messages. As in
+/// Tailscale's own server, no early payload is sent on this path.
+fn ts2021_websocket(control: Arc<Control>, mut req: Request) -> Response {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let headers = req.headers();
+    let offers_protocol = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == UPGRADE_PROTOCOL);
+    if !offers_protocol {
+        return bad_request(format!("WebSocket /ts2021 needs subprotocol {UPGRADE_PROTOCOL}"));
+    }
+    let Some(ws_key) = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())) else {
+        return bad_request("missing Sec-WebSocket-Key");
+    };
+    let query = axum::extract::Query::<std::collections::BTreeMap<String, String>>::try_from_uri(req.uri());
+    let Some(init_b64) = query.ok().and_then(|q| q.0.get("X-Tailscale-Handshake").cloned()) else {
+        return bad_request("missing X-Tailscale-Handshake query parameter");
+    };
+    let accepted = match Initiation::from_header(&init_b64).and_then(|i| accept(&i, &control.server_keys().noise_pair())) {
+        Ok(a) => a,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let conn = NoiseConn { machine: accepted.machine_key };
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut io = tailwarden_derp::http::WebSocketByteStream::new(ws);
+        if io.write_all(&accepted.response).await.is_err() || io.flush().await.is_err() {
+            return;
+        }
+        serve_noise(control, conn, NoiseStream::new(io, accepted.codec, BytesMut::new())).await;
+    });
+    let accept_value = HeaderValue::from_str(&ws_key).unwrap_or_else(|_| HeaderValue::from_static(""));
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, HeaderValue::from_static("websocket"))
+        .header(header::CONNECTION, HeaderValue::from_static("Upgrade"))
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept_value)
+        .header(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(UPGRADE_PROTOCOL))
         .body(Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

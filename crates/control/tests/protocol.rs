@@ -327,3 +327,35 @@ async fn logout_ephemeral_collection_and_restart_path() {
     let stolen = thief.register("", "roamer").await;
     assert_ne!(stolen["MachineAuthorized"], true);
 }
+
+#[tokio::test]
+async fn websocket_variant_carries_the_same_protocol() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = start(settings()).await;
+    let k = key(&server, "erin", false, false).await;
+    let machine = MachineKeyPair::random();
+    let node = NodeKeyPair::random();
+    let capver = ts_capabilityversion::CapabilityVersion::CURRENT;
+    let prologue = format!("Tailscale Control Protocol v{}", u16::from(capver));
+    let (hs, init) = ts_control_noise::Handshake::initialize(&prologue, &machine, &server.server_pub, capver);
+    let init = init.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    let mut req = format!("ws://{}/ts2021?X-Tailscale-Handshake={init}", server.addr).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "tailscale-control-protocol".parse().unwrap());
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "tailscale-control-protocol");
+    let io = hs.complete(tailwarden_derp::http::WebSocketByteStream::new(ws), &machine).await.unwrap();
+    let (h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
+    tokio::spawn(conn);
+    let mut c = Client { node, h2 };
+    let reg = c.register(&k, "browser").await;
+    assert_eq!(reg["MachineAuthorized"], true);
+    let mut s = c.stream("").await;
+    assert_eq!(s.next(SEC).await["Node"]["Name"], "browser.tailnet.internal.");
+
+    // Without the subprotocol the upgrade is refused.
+    let mut bad = format!("ws://{}/ts2021?X-Tailscale-Handshake=AAAA", server.addr).into_client_request().unwrap();
+    bad.headers_mut().remove("Sec-WebSocket-Protocol");
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    assert!(tokio_tungstenite::client_async(bad, tcp).await.is_err());
+}
