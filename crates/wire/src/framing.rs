@@ -52,3 +52,40 @@ mod tests {
         assert_eq!(zstd::stream::decode_all(&z[4..]).unwrap(), body);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::{MapRequest, RegisterRequest, from_go_json};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn framing_round_trips(body in proptest::collection::vec(any::<u8>(), 0..20_000), zstd in any::<bool>()) {
+            let compression = if zstd { Compression::Zstd } else { Compression::None };
+            let framed = frame_payload(&body, compression).unwrap();
+            let n = u32::from_le_bytes(framed[..4].try_into().unwrap()) as usize;
+            prop_assert_eq!(n, framed.len() - 4);
+            let payload = if zstd { zstd::stream::decode_all(&framed[4..]).unwrap() } else { framed[4..].to_vec() };
+            prop_assert_eq!(payload, body);
+        }
+
+        #[test]
+        fn arbitrary_request_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = from_go_json::<RegisterRequest>("RegisterRequest", &body);
+            let _ = from_go_json::<MapRequest>("MapRequest", &body);
+        }
+
+        #[test]
+        fn arbitrary_json_shapes_never_panic(key in "[A-Za-z]{1,12}", n in any::<i64>(), s in ".{0,40}") {
+            for body in [
+                format!(r#"{{"{key}":{n}}}"#),
+                format!(r#"{{"Hostinfo":{{"{key}":"{}"}},"NodeKey":{n}}}"#, s.replace(['"', '\\'], "")),
+                format!(r#"{{"Endpoints":[{n}],"Version":{n}}}"#),
+            ] {
+                let _ = from_go_json::<MapRequest>("MapRequest", body.as_bytes());
+                let _ = from_go_json::<RegisterRequest>("RegisterRequest", body.as_bytes());
+            }
+        }
+    }
+}
