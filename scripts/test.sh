@@ -37,7 +37,7 @@ else
 fi
 
 log "building"
-cargo build --locked -p tailwarden
+cargo build --locked --workspace
 build_tests --locked --workspace
 
 log "unit and integration tests"

@@ -71,3 +71,40 @@ async fn fetch(url: &str) -> anyhow::Result<DerpMap> {
     let body = resp.into_body().collect().await?.to_bytes();
     Ok(serde_json::from_slice(&body).context("not a DERP map")?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn external_files_merge_and_the_embedded_region_wins() {
+        let dir = std::env::temp_dir().join(format!("tw-derpmap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("derp.yaml");
+        // Headscale's documented file format (lower-case keys).
+        std::fs::write(
+            &file,
+            "regions:\n  900:\n    regionid: 900\n    regioncode: custom\n    regionname: My Region\n    nodes:\n      - name: 900a\n        regionid: 900\n        hostname: derp.example.net\n        ipv4: 198.51.100.1\n        stunport: 0\n        derpport: 0\n  999:\n    regionid: 999\n    regioncode: shadowed\n    regionname: replaced by the embedded region\n    nodes: []\n",
+        )
+        .unwrap();
+        let yaml = format!(
+            "server_url: http://127.0.0.1:8080\nderp:\n  paths: [{}]\n  server:\n    enabled: true\n    region_id: 999\n    stun_listen_addr: 127.0.0.1:3478\n",
+            file.display()
+        );
+        let (config, _) = Config::from_yaml_str(&yaml).unwrap();
+        let map = build(&config, 8443).await.unwrap();
+        assert_eq!(map.regions.len(), 2);
+        assert_eq!(map.regions[&900].nodes[0].host_name, "derp.example.net");
+        let embedded = &map.regions[&999];
+        assert_ne!(embedded.region_code, "shadowed");
+        let node = &embedded.nodes[0];
+        assert_eq!((node.host_name.as_str(), node.ipv4.as_str(), node.ipv6.as_str()), ("127.0.0.1", "127.0.0.1", "none"));
+        assert_eq!((node.derp_port, node.stun_port), (8443, 3478));
+        assert!(node.insecure_for_tests, "self-signed default");
+
+        std::fs::write(&file, "regions: [not a map").unwrap();
+        let err = build(&config, 8443).await.unwrap_err();
+        assert!(format!("{err:#}").contains("derp.paths"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
