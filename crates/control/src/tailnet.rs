@@ -6,7 +6,7 @@
 
 use crate::render::{self, now_ms};
 use crate::{ControlError, Settings};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -87,6 +87,8 @@ pub(crate) struct SessionReceiver {
 #[derive(Default)]
 struct State {
     nodes: BTreeMap<NodeId, NodeEntry>,
+    /// Node key → node, for the per-request lookups (map, register, DERP admission).
+    by_key: HashMap<NodeKey, NodeId>,
     users: BTreeMap<UserId, UserRecord>,
     sessions: BTreeMap<NodeId, SessionHandle>,
     next_session: u64,
@@ -131,7 +133,9 @@ impl Tailnet {
             state.users.insert(u.id, u);
         }
         for n in scope.list_nodes().await? {
-            state.nodes.insert(n.id, NodeEntry::from_record(n));
+            let entry = NodeEntry::from_record(n);
+            state.by_key.insert(entry.node_key, entry.record.id);
+            state.nodes.insert(entry.record.id, entry);
         }
         Ok(Tailnet { tenant, state: Mutex::new(state) })
     }
@@ -142,11 +146,16 @@ impl Tailnet {
     }
 
     pub fn has_valid_node_key(&self, key: &[u8; 32], now: OffsetDateTime) -> bool {
-        self.lock().nodes.values().any(|n| n.node_key.0 == *key && !n.is_expired(now))
+        let st = self.lock();
+        st.by_key
+            .get(&NodeKey(*key))
+            .and_then(|id| st.nodes.get(id))
+            .is_some_and(|n| !n.is_expired(now))
     }
 
     pub fn node_by_key(&self, key: &NodeKey) -> Option<NodeEntry> {
-        self.lock().nodes.values().find(|n| n.node_key == *key).cloned()
+        let st = self.lock();
+        st.by_key.get(key).and_then(|id| st.nodes.get(id)).cloned()
     }
 
     pub fn node(&self, id: NodeId) -> Option<NodeEntry> {
@@ -203,6 +212,13 @@ impl Tailnet {
         let peer_view = render::node(&entry, settings, false, now);
         let self_view = render::node(&entry, settings, true, now);
         let profile = render::user_profile(peer_view.user, &st.users);
+        if let Some(old) = st.nodes.get(&id)
+            && old.node_key != entry.node_key
+        {
+            let old_key = old.node_key;
+            st.by_key.remove(&old_key);
+        }
+        st.by_key.insert(entry.node_key, id);
         st.nodes.insert(id, entry);
         Self::broadcast(
             &st,
@@ -216,6 +232,9 @@ impl Tailnet {
     pub fn remove_node(&self, id: NodeId) -> Option<NodeEntry> {
         let mut st = self.lock();
         let removed = st.nodes.remove(&id);
+        if let Some(r) = &removed {
+            st.by_key.remove(&r.node_key);
+        }
         st.sessions.remove(&id);
         if removed.is_some() {
             Self::broadcast(&st, Some(id), &MapResponse { peers_removed: vec![id.0], ..Default::default() });
