@@ -7,7 +7,7 @@ use axum::extract::{Extension, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -161,32 +161,24 @@ where
     }
 }
 
-async fn read_body(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_BODY)
+/// Reads and decodes a JSON request body (keys matched case-insensitively, as Go clients expect).
+async fn decode<T: serde::de::DeserializeOwned>(req: Request, message: &'static str) -> Result<T, Response> {
+    let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
-        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable").into_response())
+        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable").into_response())?;
+    from_go_json(message, &body).map_err(|e| bad_request(e.to_string()))
 }
 
 async fn machine_register(State(control): State<Arc<Control>>, Extension(conn): Extension<NoiseConn>, req: Request) -> Response {
-    let body = match read_body(req.into_body()).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let request: RegisterRequest = match from_go_json("RegisterRequest", &body) {
-        Ok(r) => r,
-        Err(e) => return bad_request(e.to_string()),
-    };
-    Json(control.register(conn.machine, request).await).into_response()
+    match decode::<RegisterRequest>(req, "RegisterRequest").await {
+        Ok(request) => Json(control.register(conn.machine, request).await).into_response(),
+        Err(response) => response,
+    }
 }
 
 async fn machine_map(State(control): State<Arc<Control>>, Extension(conn): Extension<NoiseConn>, req: Request) -> Response {
-    let body = match read_body(req.into_body()).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let request: MapRequest = match from_go_json("MapRequest", &body) {
-        Ok(r) => r,
-        Err(e) => return bad_request(e.to_string()),
-    };
-    control.map(conn.machine, request).await
+    match decode::<MapRequest>(req, "MapRequest").await {
+        Ok(request) => control.map(conn.machine, request).await,
+        Err(response) => response,
+    }
 }

@@ -1,0 +1,308 @@
+//! Sets of IP addresses kept as sorted, merged inclusive ranges, per address family.
+//!
+//! This is the value every alias resolves to. Rendering follows Tailscale's packet-filter
+//! spelling: a single address is bare, a range that is exactly a CIDR is written as one, and
+//! anything else is written `first-last`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// A set of IPv4 and IPv6 addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpSet {
+    v4: Vec<(u128, u128)>,
+    v6: Vec<(u128, u128)>,
+}
+
+fn prefix_bounds(net: &IpNet) -> (bool, u128, u128) {
+    match net {
+        IpNet::V4(n) => {
+            let first = u32::from(n.network()) as u128;
+            let last = u32::from(n.broadcast()) as u128;
+            (false, first, last)
+        }
+        IpNet::V6(n) => {
+            let first = u128::from(n.network());
+            let last = u128::from(n.broadcast());
+            (true, first, last)
+        }
+    }
+}
+
+fn addr_value(addr: IpAddr) -> (bool, u128) {
+    match addr {
+        IpAddr::V4(a) => (false, u32::from(a) as u128),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    }
+}
+
+fn value_addr(v6: bool, v: u128) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(v))
+    } else {
+        // Invariant: IPv4 ranges only ever hold values below 2^32.
+        IpAddr::V4(Ipv4Addr::from(v as u32))
+    }
+}
+
+fn insert(ranges: &mut Vec<(u128, u128)>, first: u128, last: u128) {
+    ranges.push((first, last));
+    ranges.sort_unstable();
+    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+    for &(a, b) in ranges.iter() {
+        if let Some(prev) = merged.last_mut()
+            && (a <= prev.1 || a == prev.1.saturating_add(1))
+        {
+            if b > prev.1 {
+                prev.1 = b;
+            }
+            continue;
+        }
+        merged.push((a, b));
+    }
+    *ranges = merged;
+}
+
+fn remove(ranges: &mut Vec<(u128, u128)>, first: u128, last: u128) {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for &(a, b) in ranges.iter() {
+        if b < first || a > last {
+            out.push((a, b));
+            continue;
+        }
+        if a < first {
+            out.push((a, first - 1));
+        }
+        if b > last {
+            out.push((last + 1, b));
+        }
+    }
+    *ranges = out;
+}
+
+/// Largest CIDR block starting at `a` and ending at or before `b`, as a prefix length.
+fn largest_block(a: u128, b: u128, bits: u32) -> u32 {
+    let mut len = bits;
+    while len > 0 {
+        let size_bits = bits - (len - 1);
+        let mask = if size_bits >= 128 { u128::MAX } else { (1u128 << size_bits) - 1 };
+        if a & mask != 0 {
+            break;
+        }
+        let end = a.checked_add(mask);
+        match end {
+            Some(e) if e <= b => len -= 1,
+            _ => break,
+        }
+    }
+    len
+}
+
+fn net_from(v6: bool, v: u128, len: u32) -> IpNet {
+    match value_addr(v6, v) {
+        IpAddr::V4(a) => IpNet::V4(ipnet::Ipv4Net::new_assert(a, len as u8)),
+        IpAddr::V6(a) => IpNet::V6(ipnet::Ipv6Net::new_assert(a, len as u8)),
+    }
+}
+
+impl IpSet {
+    /// The empty set.
+    pub fn new() -> IpSet {
+        IpSet::default()
+    }
+
+    fn family(&mut self, v6: bool) -> &mut Vec<(u128, u128)> {
+        if v6 { &mut self.v6 } else { &mut self.v4 }
+    }
+
+    /// Adds one address.
+    pub fn add_addr(&mut self, addr: IpAddr) {
+        let (v6, v) = addr_value(addr);
+        insert(self.family(v6), v, v);
+    }
+
+    /// Adds every address of a prefix (host bits are ignored).
+    pub fn add_prefix(&mut self, net: &IpNet) {
+        let (v6, a, b) = prefix_bounds(net);
+        insert(self.family(v6), a, b);
+    }
+
+    /// Adds an inclusive range; both ends must be of the same family (otherwise nothing is added).
+    pub fn add_range(&mut self, first: IpAddr, last: IpAddr) {
+        let (f6, a) = addr_value(first);
+        let (l6, b) = addr_value(last);
+        if f6 == l6 && a <= b {
+            insert(self.family(f6), a, b);
+        }
+    }
+
+    /// Removes every address of a prefix.
+    pub fn remove_prefix(&mut self, net: &IpNet) {
+        let (v6, a, b) = prefix_bounds(net);
+        remove(self.family(v6), a, b);
+    }
+
+    /// Adds every address of another set.
+    pub fn extend(&mut self, other: &IpSet) {
+        for &(a, b) in &other.v4 {
+            insert(&mut self.v4, a, b);
+        }
+        for &(a, b) in &other.v6 {
+            insert(&mut self.v6, a, b);
+        }
+    }
+
+    /// Whether the set holds no address.
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// Whether `addr` is in the set.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let (v6, v) = addr_value(addr);
+        let ranges = if v6 { &self.v6 } else { &self.v4 };
+        ranges.iter().any(|&(a, b)| a <= v && v <= b)
+    }
+
+    /// Whether any address of `net` is in the set.
+    pub fn overlaps_prefix(&self, net: &IpNet) -> bool {
+        let (v6, first, last) = prefix_bounds(net);
+        let ranges = if v6 { &self.v6 } else { &self.v4 };
+        ranges.iter().any(|&(a, b)| a <= last && first <= b)
+    }
+
+    /// Whether every address of this set is in `other`.
+    pub fn is_subset_of(&self, other: &IpSet) -> bool {
+        let sub = |mine: &[(u128, u128)], theirs: &[(u128, u128)]| {
+            mine.iter().all(|&(a, b)| theirs.iter().any(|&(c, d)| c <= a && b <= d))
+        };
+        sub(&self.v4, &other.v4) && sub(&self.v6, &other.v6)
+    }
+
+    /// The inclusive ranges, IPv4 first, each family ascending.
+    pub fn ranges(&self) -> Vec<(IpAddr, IpAddr)> {
+        let v4 = self.v4.iter().map(|&(a, b)| (value_addr(false, a), value_addr(false, b)));
+        let v6 = self.v6.iter().map(|&(a, b)| (value_addr(true, a), value_addr(true, b)));
+        v4.chain(v6).collect()
+    }
+
+    /// The minimal list of CIDR prefixes covering exactly this set, IPv4 first.
+    pub fn prefixes(&self) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for (v6, ranges, bits) in [(false, &self.v4, 32u32), (true, &self.v6, 128u32)] {
+            for &(a, b) in ranges {
+                let mut cur = a;
+                loop {
+                    let len = largest_block(cur, b, bits);
+                    out.push(net_from(v6, cur, len));
+                    let size_bits = bits - len;
+                    let last = if size_bits >= 128 { u128::MAX } else { cur + ((1u128 << size_bits) - 1) };
+                    if last >= b {
+                        break;
+                    }
+                    cur = last + 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Tailscale's text form: one string per range (bare address, CIDR, or `first-last`).
+    pub fn strings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (v6, ranges, bits) in [(false, &self.v4, 32u32), (true, &self.v6, 128u32)] {
+            for &(a, b) in ranges {
+                if a == b {
+                    out.push(value_addr(v6, a).to_string());
+                    continue;
+                }
+                let len = largest_block(a, b, bits);
+                let size_bits = bits - len;
+                let last = if size_bits >= 128 { u128::MAX } else { a + ((1u128 << size_bits) - 1) };
+                if last == b {
+                    out.push(net_from(v6, a, len).to_string());
+                } else {
+                    out.push(format!("{}-{}", value_addr(v6, a), value_addr(v6, b)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every range written `first-last` (Tailscale's spelling of `autogroup:internet`).
+    pub fn range_strings(&self) -> Vec<String> {
+        self.ranges()
+            .into_iter()
+            .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+            .collect()
+    }
+}
+
+/// Parses a packet-filter address pattern: `*`, an address, a CIDR or a `first-last` range.
+pub fn parse_pattern(text: &str) -> Option<IpSet> {
+    let mut set = IpSet::new();
+    if text == "*" {
+        set.add_prefix(&"0.0.0.0/0".parse().ok()?);
+        set.add_prefix(&"::/0".parse().ok()?);
+        return Some(set);
+    }
+    if let Some((a, b)) = text.split_once('-') {
+        set.add_range(a.parse().ok()?, b.parse().ok()?);
+        return (!set.is_empty()).then_some(set);
+    }
+    if text.contains('/') {
+        set.add_prefix(&text.parse().ok()?);
+        return Some(set);
+    }
+    set.add_addr(text.parse().ok()?);
+    Some(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> IpSet {
+        let mut s = IpSet::new();
+        for i in items {
+            s.extend(&parse_pattern(i).unwrap());
+        }
+        s
+    }
+
+    #[test]
+    fn strings_use_tailscale_forms() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["100.64.0.1"], &["100.64.0.1"]),
+            (&["100.64.0.2", "100.64.0.3"], &["100.64.0.2/31"]),
+            (&["100.64.0.1", "100.64.0.2"], &["100.64.0.1-100.64.0.2"]),
+            (&["10.0.0.0/8", "10.33.0.0/16"], &["10.0.0.0/8"]),
+            (&["fd7a:115c:a1e0::1", "100.64.0.1"], &["100.64.0.1", "fd7a:115c:a1e0::1"]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(set(input).strings(), want.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn prefixes_cover_ranges() {
+        let s = set(&["100.64.0.0-100.115.91.255"]);
+        let p = s.prefixes();
+        let mut back = IpSet::new();
+        for n in &p {
+            back.add_prefix(n);
+        }
+        assert_eq!(back, s);
+        assert_eq!(p[0].to_string(), "100.64.0.0/11");
+        let all = set(&["::/0"]);
+        assert_eq!(all.prefixes()[0].to_string(), "::/0");
+    }
+
+    #[test]
+    fn remove_splits() {
+        let mut s = set(&["100.64.0.0/10"]);
+        s.remove_prefix(&"100.115.92.0/23".parse().unwrap());
+        assert_eq!(s.strings(), vec!["100.64.0.0-100.115.91.255", "100.115.94.0-100.127.255.255"]);
+    }
+}
