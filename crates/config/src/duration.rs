@@ -162,7 +162,7 @@ impl fmt::Display for DisplayDuration {
             if s > 0 {
                 write!(f, "{s}s")?;
             }
-        } else if secs == 0 && nanos % 1_000_000 == 0 {
+        } else if secs == 0 && nanos.is_multiple_of(1_000_000) {
             write!(f, "{}ms", nanos / 1_000_000)?;
         } else if secs == 0 && nanos < 1_000_000 {
             write!(f, "{nanos}ns")?;

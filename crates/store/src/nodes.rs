@@ -237,7 +237,7 @@ impl TenantStore<'_> {
         if let Some(h) = &update.hostinfo {
             check_json("hostinfo", h)?;
         }
-        let endpoints = update.endpoints.as_ref().map(|e| json_list(e));
+        let endpoints = update.endpoints.as_ref().map(json_list);
         let done = write_db!(self.store, |db| {
             sqlx::query(
                 "UPDATE nodes SET disco_key = COALESCE($3, disco_key), hostinfo = COALESCE($4, hostinfo), \
