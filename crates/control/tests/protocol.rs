@@ -359,3 +359,42 @@ async fn websocket_variant_carries_the_same_protocol() {
     let tcp = TcpStream::connect(server.addr).await.unwrap();
     assert!(tokio_tungstenite::client_async(bad, tcp).await.is_err());
 }
+
+#[tokio::test]
+async fn node_key_rotation_and_keep_alives() {
+    let mut s = settings();
+    s.keep_alive_interval = Duration::from_millis(100);
+    let server = start(s).await;
+    let k = key(&server, "frank", true, false).await;
+    let mut w = Client::connect(&server, &MachineKeyPair::random(), NodeKeyPair::random()).await;
+    w.register(&k, "watcher").await;
+    let mut sw = w.stream("").await;
+    sw.next(SEC).await;
+    let ka = sw.until(SEC, |m| m.get("KeepAlive").is_some()).await;
+    assert_eq!(ka, json!({"KeepAlive": true}), "keep-alive is exactly the message Go clients special-case");
+
+    let machine = MachineKeyPair::random();
+    let old = NodeKeyPair::random();
+    let mut r = Client::connect(&server, &machine, old.clone()).await;
+    r.register(&k, "rotor").await;
+    let added = sw.until(SEC, |m| m["PeersChanged"].is_array()).await;
+    let (id, ip) = (added["PeersChanged"][0]["ID"].clone(), added["PeersChanged"][0]["Addresses"].clone());
+
+    // Rotate: new node key, old key named, no auth key. Same node, same addresses; peers learn the new key.
+    let new = NodeKeyPair::random();
+    let body = json!({"Version": 130, "NodeKey": new.public.to_string(), "OldNodeKey": old.public.to_string(), "Hostinfo": {"Hostname": "rotor"}});
+    let (status, b) = r.post("/machine/register", body).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&b.collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["MachineAuthorized"], true, "{v}");
+    let changed = sw.until(SEC, |m| m["PeersChanged"].as_array().is_some_and(|p| p[0]["Key"] == new.public.to_string())).await;
+    assert_eq!(changed["PeersChanged"][0]["ID"], id);
+    assert_eq!(changed["PeersChanged"][0]["Addresses"], ip);
+
+    // The old key no longer opens a map; the new one does.
+    let (status, _) = r.post("/machine/map", json!({"Version": 130, "NodeKey": old.public.to_string(), "Stream": false})).await;
+    assert_eq!(status, 404);
+    r.node = new;
+    let mut sr = r.stream("").await;
+    assert_eq!(sr.next(SEC).await["Node"]["ID"], id);
+}
