@@ -28,20 +28,23 @@ log "starting PostgreSQL"
 eval "$(.ci/postgres.sh)"
 export TAILWARDEN_TEST_POSTGRES_URL
 
+# Every invocation selects the whole workspace, so features unify the same way and nothing is compiled twice.
 if cargo nextest --version >/dev/null 2>&1; then
-    run_tests() { cargo nextest run --no-fail-fast "$@"; }
-    build_tests() { cargo nextest run --no-run "$@"; }
+    unit_tests() { cargo nextest run --no-fail-fast --locked --workspace -E 'not package(tailwarden-e2e)'; }
+    e2e_tests() { cargo nextest run --no-fail-fast --offline --locked --workspace -E 'package(tailwarden-e2e)'; }
+    build_tests() { cargo nextest run --no-run --locked --workspace; }
 else
-    run_tests() { cargo test --no-fail-fast "$@"; }
-    build_tests() { cargo test --no-run "$@"; }
+    unit_tests() { cargo test --no-fail-fast --locked --workspace --exclude tailwarden-e2e; }
+    e2e_tests() { cargo test --no-fail-fast --offline --locked --workspace --test real_clients; }
+    build_tests() { cargo test --no-run --locked --workspace; }
 fi
 
 log "building"
 cargo build --locked --workspace
-build_tests --locked --workspace
+build_tests
 
 log "unit and integration tests"
-run_tests --locked --workspace --exclude tailwarden-e2e
+unit_tests
 
 log "end-to-end tests with real Tailscale clients (loopback-only namespace)"
-tests/netns.sh bash -c "$(declare -f run_tests); run_tests --offline --locked -p tailwarden-e2e"
+tests/netns.sh bash -c "$(declare -f e2e_tests); e2e_tests"

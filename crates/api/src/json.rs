@@ -1,9 +1,9 @@
-//! Headscale's JSON shapes for users, pre-auth keys and nodes (ids as strings, camelCase, RFC 3339 times).
+//! Headscale's JSON shapes for users, pre-auth keys, API keys and nodes (ids as strings, camelCase, RFC 3339 times).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tailwarden_control::{NodeView, Settings};
-use tailwarden_store::{PreAuthKeyRecord, UserRecord};
+use tailwarden_store::{ApiKeyRecord, PreAuthKeyRecord, UserRecord};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -12,6 +12,10 @@ pub(crate) fn time_ms(ms: i64) -> Value {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .map_or(Value::Null, Value::String)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 pub(crate) fn parse_time_ms(s: &str) -> Option<i64> {
@@ -57,6 +61,17 @@ pub(crate) fn pre_auth_key(k: &PreAuthKeyRecord, owner: Option<&UserRecord>, sec
     })
 }
 
+pub(crate) fn api_key(k: &ApiKeyRecord) -> Value {
+    json!({
+        "id": k.id.0.to_string(),
+        // Only the lookup prefix, in the form current Headscale lists it; the secret is never stored.
+        "prefix": format!("hskey-api-{}-***", k.prefix),
+        "expiration": k.expiration_ms.map_or(Value::Null, time_ms),
+        "createdAt": time_ms(k.created_ms),
+        "lastSeen": k.last_seen_ms.map_or(Value::Null, time_ms),
+    })
+}
+
 pub(crate) fn node(n: &NodeView, users: &[UserRecord], settings: &Settings) -> Value {
     let r = &n.record;
     let owner = r.user_id.and_then(|u| users.iter().find(|x| x.id == u));
@@ -68,11 +83,15 @@ pub(crate) fn node(n: &NodeView, users: &[UserRecord], settings: &Settings) -> V
         ips.push(v6.to_string());
     }
     let hostinfo: Value = serde_json::from_str(&r.hostinfo).unwrap_or(Value::Null);
-    let available: Vec<Value> = hostinfo
+    let available: Vec<String> = hostinfo
         .get("RoutableIPs")
         .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    // Routes the node both advertises and has approved are the ones it serves.
+    let serving: Vec<&String> = r.approved_routes.iter().filter(|r| available.contains(r)).collect();
     json!({
         "id": r.id.0.to_string(),
         "machineKey": r.machine_key,
@@ -99,6 +118,6 @@ pub(crate) fn node(n: &NodeView, users: &[UserRecord], settings: &Settings) -> V
         "invalidTags": [],
         "approvedRoutes": r.approved_routes,
         "availableRoutes": available,
-        "subnetRoutes": r.approved_routes,
+        "subnetRoutes": serving,
     })
 }

@@ -178,6 +178,11 @@ impl Tailnet {
         self.lock().users.insert(user.id, user);
     }
 
+    /// Forgets a deleted user (the store refuses to delete users that still own nodes).
+    pub fn remove_user(&self, id: UserId) {
+        self.lock().users.remove(&id);
+    }
+
     /// Sends `msg` to every session except `except`'s.
     fn broadcast(state: &State, except: Option<NodeId>, msg: &MapResponse) {
         let mut enc = EncodeOnce::new(msg);

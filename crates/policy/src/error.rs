@@ -73,11 +73,20 @@ pub enum PolicyError {
     #[error("tag names must start with a letter, after 'tag:' (got {0:?})")]
     TagName(String),
     /// An autogroup Tailscale does not know.
-    #[error("unknown autogroup {0:?}")]
+    #[error("invalid autogroup: got {0:?}, must be one of [autogroup:internet autogroup:member autogroup:nonroot autogroup:tagged autogroup:self autogroup:danger-all autogroup:admin autogroup:owner]")]
     UnknownAutogroup(String),
     /// A destination without `:ports`.
     #[error("dst={0:?}: hostport must contain a colon")]
     MissingPort(String),
+    /// A destination starting with a colon.
+    #[error("dst={0:?}: input cannot start with a colon character")]
+    LeadingColon(String),
+    /// A destination ending with a colon.
+    #[error("dst={0:?}: input cannot end with a colon character")]
+    TrailingColon(String),
+    /// Brackets around something other than an IPv6 address.
+    #[error("dst={0:?}: square brackets are only valid around IPv6 addresses")]
+    Brackets(String),
     /// A destination whose port part is invalid.
     #[error("dst={dst:?}: port range {ports:?}: {error}")]
     DstPorts {
@@ -99,26 +108,30 @@ pub enum PolicyError {
     /// A grant `ip` entry with more than one colon.
     #[error("expected only one colon in Internet protocol and port type, got {0:?}")]
     IpFormat(String),
-    /// An unknown protocol name or invalid number.
-    #[error("proto {0:?} not known; use protocol number 0-255 or protocol name (icmp, tcp, udp, etc.)")]
+    /// `*` as a protocol.
+    #[error("proto name \"*\" not known; use protocol number 0-255 or protocol name (icmp, tcp, udp, etc.)")]
+    ProtocolWildcard,
+    /// An unknown protocol name.
+    #[error("invalid protocol number: {0:?} must be a known protocol name or valid protocol number 0-255")]
     Protocol(String),
+    /// A protocol number above 255.
+    #[error("protocol number out of range (0-255): {0}")]
+    ProtocolRange(String),
     /// A protocol number written with a leading zero.
     #[error("leading 0 not permitted in protocol number: {0:?}")]
     ProtocolLeadingZero(String),
     /// Specific ports with a protocol that has no ports.
     #[error("protocol does not support specific ports: {0:?}, only \"*\" is allowed")]
     ProtocolPorts(String),
-    /// A tag used but not defined in `tagOwners`.
-    #[error("{side}=tag not found: {tag:?}")]
-    TagNotFound {
-        /// Source or destination.
-        side: Side,
-        /// The tag.
-        tag: String,
-    },
-    /// A tag referenced outside a rule but not defined in `tagOwners`.
+    /// A rule source tag not defined in `tagOwners`.
+    #[error("src=tag not found: {0:?}")]
+    SrcTagNotFound(String),
+    /// An ACL destination tag not defined in `tagOwners`.
+    #[error("dst={0:?}: tag not found: {0:?}")]
+    DstTagNotFound(String),
+    /// A tag referenced elsewhere but not defined in `tagOwners`.
     #[error("tag not found: {0:?}")]
-    TagUndefined(String),
+    TagNotFound(String),
     /// A `via` tag not defined in `tagOwners`.
     #[error("tag {0:?} not found")]
     ViaTagNotFound(String),
@@ -134,7 +147,7 @@ pub enum PolicyError {
         member: String,
     },
     /// A group member that is not a user.
-    #[error("groups[{group:?}]: invalid group member {member:?}")]
+    #[error("groups[{group:?}]: username must contain @, got: {member:?}")]
     GroupMember {
         /// The group.
         group: String,
@@ -168,7 +181,7 @@ pub enum PolicyError {
     #[error("cannot use autogroup:danger-all as a dst")]
     DangerAllAsDst,
     /// An autogroup that cannot appear on this side.
-    #[error("autogroup {group:?} not supported for {side} here")]
+    #[error("autogroup not supported for ACL {}: {group:?}", if *.side == Side::Src { "sources" } else { "destinations" })]
     AutogroupSide {
         /// The autogroup.
         group: String,
@@ -204,6 +217,84 @@ pub enum PolicyError {
         /// The value.
         value: String,
     },
+    /// `user:*@<domain>` (or `localpart:*@<domain>`) naming a domain the tailnet does not own.
+    #[error("{prefix}{domain} is not associated with this Tailnet and cannot be used in user:*@<domain> expressions")]
+    DomainNotAssociated {
+        /// `[ssh] ` when found in an SSH rule, else empty.
+        prefix: &'static str,
+        /// The domain as written.
+        domain: String,
+    },
+    /// The policy's `tests` failed or are malformed; one line per failed assertion.
+    #[error("test(s) failed:\n{}", .0.join("\n"))]
+    TestsFailed(Vec<String>),
+    /// An SSH action other than `accept` or `check`.
+    #[error("{0:?} is not a valid action")]
+    SshAction(String),
+    /// An SSH rule without an action.
+    #[error("action must be specified")]
+    SshActionMissing,
+    /// An SSH rule without users.
+    #[error("users must be specified")]
+    SshUsersMissing,
+    /// An SSH user that can never be a login name (`""`, `*`).
+    #[error("user {0:?} is not valid")]
+    SshUser(String),
+    /// An empty `acceptEnv` entry.
+    #[error("acceptEnv values cannot be empty")]
+    AcceptEnvEmpty,
+    /// An alias kind SSH rules do not accept on this side.
+    #[error("alias not supported for SSH {side}: {alias:?}")]
+    SshAlias {
+        /// `source` or `destination`.
+        side: &'static str,
+        /// The alias as written.
+        alias: String,
+    },
+    /// A `hosts` alias as an SSH destination.
+    #[error("invalid dst {0:?}")]
+    SshHostDst(String),
+    /// Tagged sources reaching a user's devices.
+    #[error("tags in SSH source cannot access user-owned devices ({0}); use autogroup:tagged or specific tags as destinations instead")]
+    SshTagToUser(String),
+    /// A user destination with sources other than that user.
+    #[error("user destination requires source to contain only that same user {0:?}; use autogroup:self instead for same-user SSH access")]
+    SshUserDstSameUser(String),
+    /// `autogroup:self` with tagged sources.
+    #[error("autogroup:self destination requires source to contain only users or groups, not tags or autogroup:tagged")]
+    SshSelfNeedsUsers,
+    /// `autogroup:member` with tagged sources.
+    #[error("tags in SSH source cannot access autogroup:member (user-owned devices)")]
+    SshTagToMember,
+    /// An unparsable duration.
+    #[error("{0}")]
+    Duration(String),
+    /// `checkPeriod` on an `accept` rule.
+    #[error("checkPeriod is only valid with action \"check\"")]
+    CheckPeriodNotCheck,
+    /// A negative `checkPeriod`.
+    #[error("checkPeriod {0} must be a positive duration")]
+    CheckPeriodNegative(String),
+    /// A `checkPeriod` over a week.
+    #[error("checkPeriod {0} is above the max (168h)")]
+    CheckPeriodTooLong(String),
+    /// A malformed `sshTests` entry.
+    #[error("test(s) failed: {0}")]
+    SshTestsInvalid(String),
+    /// A target or address that is neither a defined name nor an address.
+    #[error("{0:?}: invalid address")]
+    InvalidAddress(String),
+    /// An unusable `ipPool` entry.
+    #[error("IPPool({pool}): {reason}")]
+    IpPool {
+        /// The prefix.
+        pool: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Several problems found by validation, in policy order.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<PolicyError>),
     /// An `autoApprovers.routes` key that is not a prefix.
     #[error("autoApprovers.routes: invalid prefix {0:?}")]
     RoutePrefix(String),

@@ -59,6 +59,9 @@ pub fn standardize(input: &str) -> Result<String, HuJsonError> {
     };
     // Index (into `out`) of the last significant byte written, to find trailing commas.
     let mut last_sig: Option<usize> = None;
+    // The significant byte before `last_sig`: a comma directly after `,`, `[`, `{` or `:` is an
+    // error the JSON parser should report, not a trailing comma to drop.
+    let mut prev_sig: Option<usize> = None;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -74,6 +77,7 @@ pub fn standardize(input: &str) -> Result<String, HuJsonError> {
                         Some(_) => i += 1,
                     }
                 }
+                prev_sig = last_sig;
                 last_sig = Some(i);
                 i += 1;
             }
@@ -110,14 +114,17 @@ pub fn standardize(input: &str) -> Result<String, HuJsonError> {
             b']' | b'}' => {
                 if let Some(at) = last_sig
                     && out[at] == b','
+                    && prev_sig.is_some_and(|p| !matches!(out[p], b',' | b'[' | b'{' | b':'))
                 {
                     out[at] = b' ';
                 }
+                prev_sig = last_sig;
                 last_sig = Some(i);
                 i += 1;
             }
             b' ' | b'\t' | b'\n' | b'\r' => i += 1,
             _ => {
+                prev_sig = last_sig;
                 last_sig = Some(i);
                 i += 1;
             }

@@ -230,6 +230,43 @@ impl IpSet {
         out
     }
 
+    /// Like [`IpSet::strings`], but a range made only of addresses in `singles` is written as
+    /// those addresses one by one: Tailscale lists node addresses individually even when they
+    /// happen to be adjacent, and only writes spans for prefixes and ranges it was given.
+    pub fn strings_keeping(&self, singles: &IpSet) -> Vec<String> {
+        let mut out = Vec::new();
+        for (v6, ranges) in [(false, &self.v4), (true, &self.v6)] {
+            for &(a, b) in ranges {
+                let mut one = IpSet::new();
+                insert(if v6 { &mut one.v6 } else { &mut one.v4 }, a, b);
+                if a != b && b - a < 4096 && one.is_subset_of(singles) {
+                    out.extend((a..=b).map(|v| value_addr(v6, v).to_string()));
+                } else {
+                    out.extend(one.strings());
+                }
+            }
+        }
+        out
+    }
+
+    /// Like [`IpSet::prefixes`], with ranges made only of addresses in `singles` split into
+    /// one host prefix per address (see [`IpSet::strings_keeping`]).
+    pub fn prefixes_keeping(&self, singles: &IpSet) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for (v6, ranges, bits) in [(false, &self.v4, 32u32), (true, &self.v6, 128u32)] {
+            for &(a, b) in ranges {
+                let mut one = IpSet::new();
+                insert(if v6 { &mut one.v6 } else { &mut one.v4 }, a, b);
+                if a != b && b - a < 4096 && one.is_subset_of(singles) {
+                    out.extend((a..=b).map(|v| net_from(v6, v, bits)));
+                } else {
+                    out.extend(one.prefixes());
+                }
+            }
+        }
+        out
+    }
+
     /// Every range written `first-last` (Tailscale's spelling of `autogroup:internet`).
     pub fn range_strings(&self) -> Vec<String> {
         self.ranges()

@@ -1,4 +1,5 @@
-//! `tailwarden`: the server (`serve`) and the management CLI, which reaches a running server over its unix socket.
+//! `tailwarden`: the server (`serve`) and the management CLI, which reaches a running server over its unix socket
+//! or, with `cli.address` and an API key, over HTTP(S).
 
 mod cli;
 mod derpmap;
@@ -38,6 +39,13 @@ enum Command {
     /// Manage nodes.
     #[command(subcommand, alias = "node")]
     Nodes(cli::NodesCommand),
+    /// Manage API keys for the remote CLI and the REST API.
+    #[command(subcommand, alias = "apikey", alias = "api")]
+    Apikeys(cli::ApikeysCommand),
+    /// Check the health of the running server (its database connectivity).
+    Health,
+    /// Print the version.
+    Version,
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -65,6 +73,9 @@ fn main() {
                 Command::Users(c) => cli::users(&load_config(cli.config.as_ref())?, &cli.output, c).await,
                 Command::Preauthkeys(c) => cli::preauthkeys(&load_config(cli.config.as_ref())?, &cli.output, c).await,
                 Command::Nodes(c) => cli::nodes(&load_config(cli.config.as_ref())?, &cli.output, c).await,
+                Command::Apikeys(c) => cli::apikeys(&load_config(cli.config.as_ref())?, &cli.output, c).await,
+                Command::Health => cli::health(&load_config(cli.config.as_ref())?, &cli.output).await,
+                Command::Version => cli::version(&cli.output),
             }
         })
     });

@@ -149,11 +149,13 @@ fn settings(config: &Config, derp_map: tailwarden_wire::DerpMap) -> Settings {
     }
 }
 
-/// Everything clients reach without authentication: control upgrade, DERP, probes, health.
+/// Everything clients reach on the network: control upgrade, DERP, probes, health, and the management API,
+/// which requires an API key (`Authorization: Bearer …`).
 fn public_router(control: &Arc<Control>, derp: &Arc<DerpServer>, derp_enabled: bool) -> Router {
     let mut router = tailwarden_control::noise_http::routes(control.clone())
         .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "pass" })) }))
-        .route("/register/{id}", get(register_page));
+        .route("/register/{id}", get(register_page))
+        .merge(tailwarden_api::authenticated_routes(control.clone()));
     if derp_enabled {
         let d = derp.clone();
         router = router
