@@ -30,7 +30,7 @@ impl Control {
     pub async fn create_user(&self, tenant: TenantId, name: &str, display_name: &str, email: &str) -> Result<UserRecord, ControlError> {
         check_user_name(name)?;
         let user = self.store.tenant(tenant).create_user(name, display_name, email).await?;
-        self.tailnet(tenant).await?.upsert_user(user.clone());
+        self.tailnet(tenant).await?.upsert_user(user.clone(), &self.settings);
         Ok(user)
     }
 
@@ -92,7 +92,7 @@ impl Control {
     /// Deletes a node: it disappears from every peer's map and its session ends.
     pub async fn delete_node(&self, tenant: TenantId, id: NodeId) -> Result<(), ControlError> {
         self.store.tenant(tenant).delete_node(id).await?;
-        self.tailnet(tenant).await?.remove_node(id);
+        self.tailnet(tenant).await?.remove_node(id, &self.settings);
         Ok(())
     }
 
@@ -154,7 +154,7 @@ impl Control {
         let scope = self.store.tenant(tenant);
         let user = scope.rename_user(id, new_name).await?;
         let tailnet = self.tailnet(tenant).await?;
-        tailnet.upsert_user(user.clone());
+        tailnet.upsert_user(user.clone(), &self.settings);
         for node in scope.list_nodes_of_user(id).await? {
             tailnet.upsert_node(node, &self.settings);
         }
@@ -395,5 +395,60 @@ mod tests {
         assert_eq!(presented_prefix(SecretKind::ApiKey, &listed), (k.prefix.clone(), None));
         assert_eq!(presented_prefix(SecretKind::ApiKey, &k.prefix), (k.prefix.clone(), None));
         assert_eq!(presented_prefix(SecretKind::PreAuthKey, "").0, "");
+    }
+}
+
+/// The policy in force for a tenant, as the API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PolicyInfo {
+    /// The HuJSON text; empty when no policy is set (allow all).
+    pub policy: String,
+    /// When it was stored (database mode), unix milliseconds.
+    pub updated_ms: Option<i64>,
+}
+
+impl Control {
+    /// Checks a policy against the tenant's current tailnet, including its `tests` and `sshTests`, without
+    /// applying it.
+    pub async fn check_policy(&self, tenant: TenantId, text: &str) -> Result<(), ControlError> {
+        self.tailnet(tenant).await?.check_policy(text)?;
+        Ok(())
+    }
+
+    /// Replaces the tenant's policy after a full check; stored in the database unless `policy.mode` is `file`.
+    /// A rejected policy changes nothing and the error says why.
+    pub async fn set_policy(&self, tenant: TenantId, text: &str) -> Result<PolicyInfo, ControlError> {
+        if let crate::PolicySource::File(path) = &self.settings.policy_source {
+            return Err(ControlError::PolicyInFile { path: path.display().to_string() });
+        }
+        let tailnet = self.tailnet(tenant).await?;
+        let policy = tailnet.check_policy(text)?;
+        let record = self.store.tenant(tenant).put_policy(text, now_ms()).await?;
+        tailnet.set_policy(Some(policy), text, &self.settings);
+        tracing::info!(%tenant, version = record.id, "policy updated");
+        Ok(PolicyInfo { policy: record.data, updated_ms: Some(record.created_ms) })
+    }
+
+    /// Applies policy text read from the policy file (`policy.mode: file`); `None` removes the policy.
+    pub async fn load_policy_file_text(&self, tenant: TenantId, text: Option<&str>) -> Result<(), ControlError> {
+        let tailnet = self.tailnet(tenant).await?;
+        match text {
+            Some(text) => {
+                let policy = tailnet.check_policy(text)?;
+                tailnet.set_policy(Some(policy), text, &self.settings);
+            }
+            None => tailnet.set_policy(None, "", &self.settings),
+        }
+        Ok(())
+    }
+
+    /// The policy in force.
+    pub async fn policy(&self, tenant: TenantId) -> Result<PolicyInfo, ControlError> {
+        let tailnet = self.tailnet(tenant).await?;
+        let updated_ms = match self.settings.policy_source {
+            crate::PolicySource::Database => self.store.tenant(tenant).latest_policy().await?.map(|p| p.created_ms),
+            _ => None,
+        };
+        Ok(PolicyInfo { policy: tailnet.policy_text(), updated_ms })
     }
 }

@@ -36,6 +36,15 @@ pub enum ControlError {
         /// What went wrong.
         reason: String,
     },
+    /// A policy was rejected; the previous one stays in force.
+    #[error("policy rejected: {0}")]
+    Policy(#[from] tailwarden_policy::PolicyError),
+    /// The policy is managed in a file (`policy.mode: file`) and cannot be changed through the API.
+    #[error("policy.mode is \"file\": edit {path} (reloaded on SIGHUP and on change) instead")]
+    PolicyInFile {
+        /// The policy file.
+        path: String,
+    },
     /// A pending interactive registration was not found.
     #[error("no pending registration with id {id:?} (it may have expired)")]
     UnknownRegistration {

@@ -10,6 +10,7 @@ pub mod admin;
 mod error;
 pub mod keys;
 mod map_session;
+mod policy_view;
 pub mod noise_http;
 mod register;
 mod render;
@@ -17,7 +18,7 @@ mod settings;
 mod tailnet;
 
 pub use error::ControlError;
-pub use settings::{DnsSettings, Settings};
+pub use settings::{DnsSettings, PolicySource, Settings};
 pub use tailnet::{NodeView, TAGGED_DEVICES_USER_ID};
 
 use std::collections::BTreeMap;
@@ -42,6 +43,14 @@ impl Control {
         let tenants = control.store.system().list_tenants().await?;
         for tenant in tenants {
             let tailnet = Tailnet::load(&control.store, tenant.id).await?;
+            if control.settings.policy_source == PolicySource::Database
+                && let Some(stored) = control.store.tenant(tenant.id).latest_policy().await?
+            {
+                // It passed every check when it was stored; the tailnet may have changed since, so only parsing is
+                // required here (a failing `tests` entry must not keep the server down).
+                let policy = tailwarden_policy::Policy::parse(&stored.data)?;
+                tailnet.set_policy(Some(policy), &stored.data, &control.settings);
+            }
             control.tailnets_lock().insert(tenant.id, Arc::new(tailnet));
         }
         Ok(control)
@@ -97,7 +106,7 @@ impl Control {
             tick.tick().await;
             let tailnets: Vec<Arc<Tailnet>> = self.tailnets_lock().values().cloned().collect();
             for tailnet in tailnets {
-                if let Err(e) = tailnet.collect_ephemeral(&self.store, timeout).await {
+                if let Err(e) = tailnet.collect_ephemeral(&self.store, &self.settings, timeout).await {
                     tracing::warn!(error = %e, tenant = %tailnet.tenant, "ephemeral node collection failed");
                 }
             }

@@ -149,7 +149,7 @@ impl Control {
         let scope = self.store.tenant(tailnet.tenant);
         if node.record.ephemeral {
             scope.delete_node(node.record.id).await?;
-            tailnet.remove_node(node.record.id);
+            tailnet.remove_node(node.record.id, &self.settings);
             tracing::info!(node = %node.record.id, "ephemeral node logged out and deleted");
             let mut resp = self.node_response(&tailnet, &node, OffsetDateTime::now_utc());
             resp.node_key_expired = true;

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use tailwarden_store::UserRecord;
 use tailwarden_types::UserId;
 use tailwarden_wire::{
-    DebugSettings, DnsConfig, DnsResolver, FilterRule, MapResponse, Node, UserProfile,
+    DebugSettings, DnsConfig, DnsResolver, MapResponse, Node, UserProfile,
 };
 use time::OffsetDateTime;
 
@@ -149,28 +149,31 @@ pub(crate) fn dns_config(settings: &Settings) -> DnsConfig {
     cfg
 }
 
-/// The complete first message of a map stream for `me`, with every other node as a peer (allow-all policy).
+/// The complete first message of a map stream: the self node, the peers the policy lets it see, its packet
+/// filter and SSH policy.
 pub(crate) fn full_map(
-    me: &NodeEntry,
+    me: Node,
     peers: &[&NodeEntry],
+    grants: &crate::policy_view::NodeGrants,
     users: &BTreeMap<UserId, UserRecord>,
     settings: &Settings,
     now: OffsetDateTime,
 ) -> MapResponse {
-    let mut profile_ids: BTreeSet<i64> = BTreeSet::from([display_user(me)]);
+    let mut profile_ids: BTreeSet<i64> = BTreeSet::from([me.user]);
     let mut peer_nodes: Vec<Node> = peers.iter().map(|p| node(p, settings, false, now)).collect();
     peer_nodes.sort_by_key(|n| n.id);
     profile_ids.extend(peer_nodes.iter().map(|n| n.user));
     MapResponse {
-        node: Some(node(me, settings, true, now)),
+        node: Some(me),
         derp_map: Some(settings.derp_map.clone()),
         // A non-empty list replaces the client's peers; an empty one must be left out (tailscale-rs would wipe).
         peers: (!peer_nodes.is_empty()).then_some(peer_nodes),
         dns_config: Some(dns_config(settings)),
         domain: settings.dns.base_domain.clone(),
         collect_services: Some(false),
-        packet_filter: Some(vec![FilterRule::allow_all()]),
+        packet_filter: Some(grants.filter.clone()),
         user_profiles: profile_ids.into_iter().map(|id| user_profile(id, users)).collect(),
+        ssh_policy: grants.ssh.clone(),
         control_time: Some(now),
         debug: settings.disable_log_tail.then_some(DebugSettings { disable_log_tail: true }),
         ..Default::default()

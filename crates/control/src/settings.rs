@@ -24,6 +24,20 @@ pub struct Settings {
     pub randomize_client_port: bool,
     /// Interval between keep-alive messages on idle map streams.
     pub keep_alive_interval: Duration,
+    /// Where the policy lives.
+    pub policy_source: PolicySource,
+}
+
+/// Where the tailnet policy comes from (`policy.mode`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PolicySource {
+    /// No policy file and no stored policy: every node reaches every other.
+    #[default]
+    AllowAll,
+    /// A HuJSON file, reloaded on SIGHUP and when it changes; the API cannot change it.
+    File(std::path::PathBuf),
+    /// The latest policy stored in the database, changed with `policy set` or the API.
+    Database,
 }
 
 /// DNS configuration pushed to clients.
@@ -58,6 +72,7 @@ impl Settings {
             disable_captive_portal_detection: true,
             randomize_client_port: false,
             keep_alive_interval: Duration::from_secs(50),
+            policy_source: PolicySource::Database,
         }
     }
 }

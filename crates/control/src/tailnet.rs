@@ -4,16 +4,17 @@
 //! compression mode and queued to each affected session. Queues are bounded: a session that falls behind loses its
 //! queued deltas and receives a fresh full map instead, so a slow client never blocks the others.
 
+use crate::policy_view::{self, NodeGrants, PolicyView};
 use crate::render::{self, now_ms};
 use crate::{ControlError, Settings};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tailwarden_store::{NodeRecord, Store, UserRecord};
 use tailwarden_types::{NodeId, TenantId, UserId};
 use tailwarden_wire::framing::{Compression, frame_payload};
-use tailwarden_wire::{DiscoKey, Hostinfo, MachineKey, MapResponse, NodeKey, PeerChange};
+use tailwarden_wire::{DiscoKey, Hostinfo, MachineKey, MapResponse, Node, NodeKey, PeerChange};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc};
 
@@ -72,6 +73,8 @@ struct SessionHandle {
     tx: mpsc::Sender<Frame>,
     lagged: Arc<AtomicBool>,
     wake: Arc<Notify>,
+    /// What the client was last sent: the base for its next delta.
+    grants: NodeGrants,
 }
 
 /// The receiving end of a map session.
@@ -92,6 +95,9 @@ struct State {
     users: BTreeMap<UserId, UserRecord>,
     sessions: BTreeMap<NodeId, SessionHandle>,
     next_session: u64,
+    policy: PolicyView,
+    /// The policy's source text, as `policy get` shows it.
+    policy_text: String,
 }
 
 /// A tenant's tailnet.
@@ -174,8 +180,10 @@ impl Tailnet {
             .collect()
     }
 
-    pub fn upsert_user(&self, user: UserRecord) {
-        self.lock().users.insert(user.id, user);
+    pub fn upsert_user(&self, user: UserRecord, settings: &Settings) {
+        let mut st = self.lock();
+        st.users.insert(user.id, user);
+        Self::recompile_and_resync(&mut st, None, settings);
     }
 
     /// Forgets a deleted user (the store refuses to delete users that still own nodes).
@@ -183,30 +191,100 @@ impl Tailnet {
         self.lock().users.remove(&id);
     }
 
-    /// Sends `msg` to every session except `except`'s.
-    fn broadcast(state: &State, except: Option<NodeId>, msg: &MapResponse) {
+    /// Sends `msg` to the sessions that currently see `subject`.
+    fn send_to_viewers(st: &State, subject: NodeId, msg: &MapResponse) {
         let mut enc = EncodeOnce::new(msg);
-        for (node, session) in &state.sessions {
-            if Some(*node) == except {
-                continue;
-            }
-            if let Some(frame) = enc.frame(session.compression) {
+        for (node, session) in &st.sessions {
+            if *node != subject
+                && session.grants.peers.contains(&subject)
+                && let Some(frame) = enc.frame(session.compression)
+            {
                 deliver(session, frame);
             }
         }
     }
 
-    fn send_to(state: &State, node: NodeId, msg: &MapResponse) {
-        if let Some(session) = state.sessions.get(&node)
-            && let Some(frame) = EncodeOnce::new(msg).frame(session.compression)
-        {
-            deliver(session, frame);
+    /// The self node as its owner sees it, with the policy's node attributes.
+    fn self_node(st: &State, entry: &NodeEntry, settings: &Settings, now: OffsetDateTime) -> Node {
+        let mut node = render::node(entry, settings, true, now);
+        node.cap_map.extend(st.policy.self_caps(entry.record.id));
+        node
+    }
+
+    /// Recompiles the policy against the current nodes and users, then sends every session the difference between
+    /// what it has and what it should have: peers added or removed, a new packet filter or SSH policy. `changed`
+    /// names a node whose own rendering changed: sessions that keep seeing it get it again, and its own session
+    /// gets its new self node.
+    fn recompile_and_resync(st: &mut State, changed: Option<NodeId>, settings: &Settings) {
+        let now = OffsetDateTime::now_utc();
+        let State { nodes, users, sessions, policy, .. } = st;
+        policy.rebuild(nodes, users);
+        for (id, session) in sessions.iter_mut() {
+            let new = policy.grants(*id, nodes, &settings.server_url);
+            let old = &session.grants;
+            let mut resend: Vec<NodeId> = new.peers.difference(&old.peers).copied().collect();
+            if let Some(c) = changed
+                && c != *id
+                && old.peers.contains(&c)
+                && new.peers.contains(&c)
+            {
+                resend.push(c);
+            }
+            resend.sort();
+            let mut msg = MapResponse {
+                peers_changed: resend.iter().filter_map(|p| nodes.get(p)).map(|n| render::node(n, settings, false, now)).collect(),
+                peers_removed: old.peers.difference(&new.peers).map(|p| p.0).collect(),
+                ..Default::default()
+            };
+            let mut profile_ids: BTreeSet<i64> = msg.peers_changed.iter().map(|n| n.user).collect();
+            if new.filter != old.filter {
+                msg.packet_filter = Some(new.filter.clone());
+            }
+            if new.ssh != old.ssh {
+                msg.ssh_policy = Some(new.ssh.clone().unwrap_or_else(|| serde_json::json!({ "rules": [] })));
+            }
+            if changed == Some(*id)
+                && let Some(me) = nodes.get(id)
+            {
+                let mut node = render::node(me, settings, true, now);
+                node.cap_map.extend(policy.self_caps(*id));
+                profile_ids.insert(node.user);
+                msg.node = Some(node);
+            }
+            msg.user_profiles = profile_ids.into_iter().map(|u| render::user_profile(u, users)).collect();
+            let empty = msg.peers_changed.is_empty()
+                && msg.peers_removed.is_empty()
+                && msg.packet_filter.is_none()
+                && msg.ssh_policy.is_none()
+                && msg.node.is_none();
+            if !empty && let Some(frame) = EncodeOnce::new(&msg).frame(session.compression) {
+                deliver(session, frame);
+            }
+            session.grants = new;
         }
+    }
+
+    /// Replaces the policy (`None`: allow all) and updates every session.
+    pub fn set_policy(&self, policy: Option<tailwarden_policy::Policy>, text: &str, settings: &Settings) {
+        let mut st = self.lock();
+        st.policy.replace(policy);
+        st.policy_text = text.to_string();
+        Self::recompile_and_resync(&mut st, None, settings);
+    }
+
+    /// The text of the policy in force (empty: none).
+    pub fn policy_text(&self) -> String {
+        self.lock().policy_text.clone()
+    }
+
+    /// Checks a candidate policy against the current tailnet without applying it.
+    pub fn check_policy(&self, text: &str) -> Result<tailwarden_policy::Policy, tailwarden_policy::PolicyError> {
+        let st = self.lock();
+        policy_view::check(text, &st.nodes, &st.users)
     }
 
     /// Applies a node that was just registered or changed in the store and tells everyone.
     pub fn upsert_node(&self, record: NodeRecord, settings: &Settings) {
-        let now = OffsetDateTime::now_utc();
         let mut st = self.lock();
         let mut entry = NodeEntry::from_record(record);
         if let Some(old) = st.nodes.get(&entry.record.id) {
@@ -214,9 +292,6 @@ impl Tailnet {
             entry.cap = old.cap;
         }
         let id = entry.record.id;
-        let peer_view = render::node(&entry, settings, false, now);
-        let self_view = render::node(&entry, settings, true, now);
-        let profile = render::user_profile(peer_view.user, &st.users);
         if let Some(old) = st.nodes.get(&id)
             && old.node_key != entry.node_key
         {
@@ -225,16 +300,11 @@ impl Tailnet {
         }
         st.by_key.insert(entry.node_key, id);
         st.nodes.insert(id, entry);
-        Self::broadcast(
-            &st,
-            Some(id),
-            &MapResponse { peers_changed: vec![peer_view], user_profiles: vec![profile.clone()], ..Default::default() },
-        );
-        Self::send_to(&st, id, &MapResponse { node: Some(self_view), user_profiles: vec![profile], ..Default::default() });
+        Self::recompile_and_resync(&mut st, Some(id), settings);
     }
 
     /// Forgets a deleted node, ends its session and removes it from every peer's map.
-    pub fn remove_node(&self, id: NodeId) -> Option<NodeEntry> {
+    pub fn remove_node(&self, id: NodeId, settings: &Settings) -> Option<NodeEntry> {
         let mut st = self.lock();
         let removed = st.nodes.remove(&id);
         if let Some(r) = &removed {
@@ -242,7 +312,7 @@ impl Tailnet {
         }
         st.sessions.remove(&id);
         if removed.is_some() {
-            Self::broadcast(&st, Some(id), &MapResponse { peers_removed: vec![id.0], ..Default::default() });
+            Self::recompile_and_resync(&mut st, None, settings);
         }
         removed
     }
@@ -258,7 +328,6 @@ impl Tailnet {
         cap: u16,
         settings: &Settings,
     ) -> bool {
-        let now = OffsetDateTime::now_utc();
         let mut st = self.lock();
         let Some(entry) = st.nodes.get_mut(&id) else { return false };
         entry.cap = cap;
@@ -294,11 +363,11 @@ impl Tailnet {
             entry.record.hostname = h.hostname.clone();
             entry.hostinfo = h;
         }
-        let view = full_change.then(|| render::node(entry, settings, false, now));
-        if let Some(view) = view {
-            Self::broadcast(&st, Some(id), &MapResponse { peers_changed: vec![view], ..Default::default() });
+        if full_change {
+            // Hostinfo can change what the policy grants (advertised routes), so recompute everyone's view.
+            Self::recompile_and_resync(&mut st, Some(id), settings);
         } else if patched {
-            Self::broadcast(&st, Some(id), &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
+            Self::send_to_viewers(&st, id, &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
         }
         full_change || patched
     }
@@ -319,29 +388,44 @@ impl Tailnet {
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let lagged = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(Notify::new());
+        let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
+        let first = Self::full_map_locked(&st, id, &grants, settings, now)?;
         st.sessions.insert(
             id,
-            SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), wake: wake.clone() },
+            SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), wake: wake.clone(), grants },
         );
         let entry = st.nodes.get_mut(&id)?;
         let was_online = std::mem::replace(&mut entry.online, true);
         if !was_online {
             let patch = PeerChange { node_id: id.0, online: Some(true), ..Default::default() };
-            Self::broadcast(&st, Some(id), &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
+            Self::send_to_viewers(&st, id, &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
         }
-        let first = Self::full_map_locked(&st, id, settings, now)?;
         Some((SessionReceiver { id: session_id, rx, lagged, wake }, first))
     }
 
-    fn full_map_locked(st: &State, id: NodeId, settings: &Settings, now: OffsetDateTime) -> Option<MapResponse> {
+    fn full_map_locked(
+        st: &State,
+        id: NodeId,
+        grants: &NodeGrants,
+        settings: &Settings,
+        now: OffsetDateTime,
+    ) -> Option<MapResponse> {
         let me = st.nodes.get(&id)?;
-        let peers: Vec<&NodeEntry> = st.nodes.values().filter(|n| n.record.id != id).collect();
-        Some(render::full_map(me, &peers, &st.users, settings, now))
+        let peers: Vec<&NodeEntry> = grants.peers.iter().filter_map(|p| st.nodes.get(p)).collect();
+        let self_node = Self::self_node(st, me, settings, now);
+        Some(render::full_map(self_node, &peers, grants, &st.users, settings, now))
     }
 
-    /// A fresh full map for `id` (one-shot requests and sessions that fell behind).
+    /// A fresh full map for `id` (one-shot requests and sessions that fell behind); a session's delta base is
+    /// reset to what this map contains.
     pub fn full_map(&self, id: NodeId, settings: &Settings) -> Option<MapResponse> {
-        Self::full_map_locked(&self.lock(), id, settings, OffsetDateTime::now_utc())
+        let mut st = self.lock();
+        let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
+        let map = Self::full_map_locked(&st, id, &grants, settings, OffsetDateTime::now_utc())?;
+        if let Some(session) = st.sessions.get_mut(&id) {
+            session.grants = grants;
+        }
+        Some(map)
     }
 
     /// Ends session `session_id` of `id` if it is still the current one; the node goes offline. Returns the time
@@ -362,12 +446,12 @@ impl Tailnet {
             last_seen: render::ms_to_time(now),
             ..Default::default()
         };
-        Self::broadcast(&st, Some(id), &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
+        Self::send_to_viewers(&st, id, &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
         Some(now)
     }
 
     /// Deletes ephemeral nodes that have been offline longer than `timeout`.
-    pub async fn collect_ephemeral(&self, store: &Store, timeout: Duration) -> Result<(), ControlError> {
+    pub async fn collect_ephemeral(&self, store: &Store, settings: &Settings, timeout: Duration) -> Result<(), ControlError> {
         let cutoff = now_ms() - i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let doomed: Vec<NodeId> = self
             .lock()
@@ -378,7 +462,7 @@ impl Tailnet {
             .collect();
         for id in doomed {
             store.tenant(self.tenant).delete_node(id).await?;
-            if self.remove_node(id).is_some() {
+            if self.remove_node(id, settings).is_some() {
                 tracing::info!(node = %id, tenant = %self.tenant, "deleted inactive ephemeral node");
             }
         }
