@@ -398,3 +398,81 @@ async fn node_key_rotation_and_keep_alives() {
     let mut sr = r.stream("").await;
     assert_eq!(sr.next(SEC).await["Node"]["ID"], id);
 }
+
+#[tokio::test]
+async fn policy_limits_peers_and_filters_and_changes_arrive_as_deltas() {
+    let server = start(settings()).await;
+    let ka = key(&server, "alice", true, false).await;
+    let kb = key(&server, "bob", true, false).await;
+    let mut a = Client::connect(&server, &MachineKeyPair::random(), NodeKeyPair::random()).await;
+    a.register(&ka, "a").await;
+    let mut b = Client::connect(&server, &MachineKeyPair::random(), NodeKeyPair::random()).await;
+    b.register(&kb, "b").await;
+    let mut c = Client::connect(&server, &MachineKeyPair::random(), NodeKeyPair::random()).await;
+    c.register(&kb, "c").await;
+    let ip = |name: &str| {
+        let nodes = node_ips(&server);
+        nodes.into_iter().find(|(n, _)| n == name).map(|(_, ip)| ip).unwrap()
+    };
+    let (ip_a, ip_b) = (ip("a"), ip("b"));
+
+    // Only a → b:80. b sees a (it must accept a's packets); a sees b; c sees nobody.
+    let policy = r#"{
+        // HuJSON: comments and trailing commas are fine
+        "acls": [ {"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}, ],
+    }"#;
+    let info = server.control.set_policy(T, policy).await.unwrap();
+    assert_eq!(info.policy, policy);
+
+    let mut sa = a.stream("").await;
+    let mut sb = b.stream("").await;
+    let mut sc = c.stream("").await;
+    let first_a = sa.next(SEC).await;
+    let first_b = sb.next(SEC).await;
+    let first_c = sc.next(SEC).await;
+    let names = |m: &Value| -> Vec<String> {
+        m["Peers"].as_array().map(|p| p.iter().map(|n| n["Name"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    };
+    assert_eq!(names(&first_a), vec!["b.tailnet.internal.", "c.tailnet.internal."]);
+    assert_eq!(names(&first_b), vec!["a.tailnet.internal."]);
+    assert!(names(&first_c).contains(&"a.tailnet.internal.".to_string()));
+    assert_eq!(first_a["PacketFilter"], json!([]), "a accepts nothing inbound");
+    let fb = &first_b["PacketFilter"][0];
+    assert!(fb["SrcIPs"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().starts_with(&ip_a)), "{fb}");
+    assert_eq!(fb["DstPorts"][0]["Ports"], json!({"First": 80, "Last": 80}));
+    assert!(fb["DstPorts"].as_array().unwrap().iter().any(|d| d["IP"].as_str().unwrap().starts_with(&ip_b)), "{fb}");
+
+    // A policy whose tests fail is refused; the old one stays in force.
+    let failing = r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}],
+        "tests": [{"src": "bob@", "accept": ["alice@:22"]}]}"#;
+    let err = server.control.set_policy(T, failing).await.unwrap_err();
+    assert!(err.to_string().contains("test"), "{err}");
+    assert_eq!(server.control.policy(T).await.unwrap().policy, policy);
+    let err = server.control.set_policy(T, r#"{"acls": [{"action": "accept", "src": ["group:nope"], "dst": ["*:*"]}]}"#).await.unwrap_err();
+    assert!(err.to_string().contains("group:nope"), "{err}");
+
+    // Allowing b → a too reaches a as a new packet filter, without reconnecting.
+    let both = r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]},
+                            {"action": "accept", "src": ["bob@"], "dst": ["alice@:22"]}]}"#;
+    server.control.set_policy(T, both).await.unwrap();
+    let delta = sa.until(SEC, |m| m.get("PacketFilter").is_some()).await;
+    assert!(delta.get("Peers").is_none());
+    assert_eq!(delta["PacketFilter"][0]["DstPorts"][0]["Ports"], json!({"First": 22, "Last": 22}));
+
+    // Removing every rule: b loses a, a's filter stays empty.
+    server.control.set_policy(T, r#"{"acls": []}"#).await.unwrap();
+    let gone = sb.until(SEC, |m| m["PeersRemoved"].is_array()).await;
+    assert_eq!(gone["PeersRemoved"].as_array().unwrap().len(), 1);
+    assert_eq!(gone["PacketFilter"], json!([]));
+}
+
+/// (given name, IPv4) of every node.
+fn node_ips(server: &TestServer) -> Vec<(String, String)> {
+    let control = server.control.clone();
+    let views = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(control.list_nodes(T, None)).unwrap()
+    })
+    .join()
+    .unwrap();
+    views.into_iter().map(|v| (v.record.given_name, v.record.ipv4.unwrap().to_string())).collect()
+}
