@@ -7,6 +7,7 @@
 //! legacy (`/api/v1/machine…`) aliases; `openapi.json` describes them.
 #![deny(missing_docs)]
 
+mod policy;
 mod json;
 mod keys;
 mod nodes;
@@ -45,6 +46,8 @@ pub fn authenticated_routes(control: Arc<Control>) -> Router {
 fn api_router() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/health", get(health))
+        .route("/api/v1/policy", get(policy::get).put(policy::set))
+        .route("/api/v1/policy/check", post(policy::check))
         .route("/api/v1/user", post(users::create).get(users::list))
         .route("/api/v1/user/{id}", delete(users::destroy))
         .route("/api/v1/user/{id}/rename/{new_name}", post(users::rename))
@@ -178,7 +181,8 @@ fn unauthorized(message: impl Into<String>) -> ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match &e {
-            ControlError::Invalid { .. } | ControlError::ClientTooOld { .. } => StatusCode::BAD_REQUEST,
+            ControlError::Invalid { .. } | ControlError::ClientTooOld { .. } | ControlError::Policy(_) => StatusCode::BAD_REQUEST,
+            ControlError::PolicyInFile { .. } => StatusCode::CONFLICT,
             ControlError::UnknownNode { .. } | ControlError::UnknownRegistration { .. } => StatusCode::NOT_FOUND,
             ControlError::Store(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
             ControlError::Store(StoreError::Conflict { .. }) | ControlError::Store(StoreError::UserHasNodes { .. }) => {

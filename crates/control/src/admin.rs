@@ -418,8 +418,10 @@ impl Control {
     /// Replaces the tenant's policy after a full check; stored in the database unless `policy.mode` is `file`.
     /// A rejected policy changes nothing and the error says why.
     pub async fn set_policy(&self, tenant: TenantId, text: &str) -> Result<PolicyInfo, ControlError> {
-        if let crate::PolicySource::File(path) = &self.settings.policy_source {
-            return Err(ControlError::PolicyInFile { path: path.display().to_string() });
+        match &self.settings.policy_source {
+            crate::PolicySource::Database => {}
+            crate::PolicySource::File(path) => return Err(ControlError::PolicyInFile { path: path.display().to_string() }),
+            crate::PolicySource::AllowAll => return Err(ControlError::PolicyInFile { path: "policy.path (unset)".into() }),
         }
         let tailnet = self.tailnet(tenant).await?;
         let policy = tailnet.check_policy(text)?;

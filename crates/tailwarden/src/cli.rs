@@ -755,3 +755,48 @@ mod tests {
         assert!(Remote::parse(":80", "k", false).is_err());
     }
 }
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Print the policy in force.
+    Get,
+    /// Replace the policy with a HuJSON file; refused (and nothing changes) if it is invalid or its tests fail.
+    Set {
+        /// The policy file.
+        #[arg(long, short = 'f')]
+        file: std::path::PathBuf,
+    },
+    /// Check a policy file against the running tailnet, including its tests, without applying it.
+    Check {
+        /// The policy file.
+        #[arg(long, short = 'f')]
+        file: std::path::PathBuf,
+    },
+}
+
+pub async fn policy(config: &Config, output: &str, cmd: PolicyCommand) -> anyhow::Result<()> {
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
+    match cmd {
+        PolicyCommand::Get => {
+            let v = call(config, http::Method::GET, "/api/v1/policy", None).await?;
+            if output.is_empty() {
+                println!("{}", v["policy"].as_str().unwrap_or_default());
+                Ok(())
+            } else {
+                print(output, &v, |_| Vec::new())
+            }
+        }
+        PolicyCommand::Set { file } => {
+            let text = read(&file)?;
+            call(config, http::Method::PUT, "/api/v1/policy", Some(serde_json::json!({ "policy": text }))).await?;
+            println!("Policy updated.");
+            Ok(())
+        }
+        PolicyCommand::Check { file } => {
+            let text = read(&file)?;
+            call(config, http::Method::POST, "/api/v1/policy/check", Some(serde_json::json!({ "policy": text }))).await?;
+            println!("Policy is valid.");
+            Ok(())
+        }
+    }
+}

@@ -12,7 +12,7 @@ use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
 use tailwarden_config::{Config, IpAllocation};
 use tailwarden_control::keys::ServerKeys;
-use tailwarden_control::{Control, DerpAdmission, DnsSettings, Settings};
+use tailwarden_control::{Control, DerpAdmission, DnsSettings, PolicySource, Settings};
 use tailwarden_derp::DerpServer;
 use tailwarden_store::ipalloc::{AllocationStrategy, IpAllocator};
 use tailwarden_store::{Store, StoreOptions};
@@ -56,8 +56,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let derp_map = derpmap::build(&config, derp_port).await?;
     let settings = settings(&config, derp_map);
+    let policy_source = settings.policy_source.clone();
     let control = Control::new(store, settings, keys).await?;
     let _gc = control.spawn_background();
+    if let PolicySource::File(path) = &policy_source {
+        load_policy_file(&control, path).await?;
+    }
     let derp = Arc::new(DerpServer::new(derp_key, Arc::new(DerpAdmission(control.clone()))));
 
     let public = public_router(&control, &derp, config.derp.server.enabled);
@@ -90,6 +94,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
     tasks.spawn(serve_admin_socket(config.clone(), control.clone()));
+    if let PolicySource::File(path) = policy_source {
+        tasks.spawn(watch_policy_file(control.clone(), path));
+    }
 
     tokio::select! {
         Some(res) = tasks.join_next() => {
@@ -146,6 +153,45 @@ fn settings(config: &Config, derp_map: tailwarden_wire::DerpMap) -> Settings {
         disable_captive_portal_detection: true,
         randomize_client_port: config.randomize_client_port,
         keep_alive_interval: std::time::Duration::from_secs(50),
+        policy_source: match (&config.policy.mode, &config.policy.path) {
+            (tailwarden_config::PolicyMode::Database, _) => PolicySource::Database,
+            (tailwarden_config::PolicyMode::File, Some(path)) => PolicySource::File(path.clone()),
+            (tailwarden_config::PolicyMode::File, None) => PolicySource::AllowAll,
+        },
+    }
+}
+
+/// Loads the policy file at start (a bad file stops the server) and keeps it live: reloaded on SIGHUP and when its
+/// modification time changes. A rejected reload is logged and the previous policy stays in force.
+async fn load_policy_file(control: &Arc<Control>, path: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("policy.path {}", path.display()))?;
+    control
+        .load_policy_file_text(TenantId::DEFAULT, Some(&text))
+        .await
+        .with_context(|| format!("policy.path {}", path.display()))?;
+    tracing::info!(path = %path.display(), "policy loaded");
+    Ok(())
+}
+
+async fn watch_policy_file(control: Arc<Control>, path: std::path::PathBuf) -> anyhow::Result<()> {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = modified(&path);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
+    // Polling the modification time keeps this dependency-free and works for editors that replace the file.
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        let forced = tokio::select! {
+            _ = hup.recv() => true,
+            _ = tick.tick() => false,
+        };
+        let now = modified(&path);
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        if let Err(e) = load_policy_file(&control, &path).await {
+            tracing::error!(error = format!("{e:#}"), "policy reload rejected; the previous policy stays in force");
+        }
     }
 }
 

@@ -52,6 +52,11 @@ pub struct Server {
 impl Server {
     /// Starts a server with fresh state in `dir`.
     pub fn start(dir: &Path) -> anyhow::Result<Server> {
+        Server::start_with(dir, "")
+    }
+
+    /// Starts a server with fresh state in `dir` and extra top-level YAML appended to the config.
+    pub fn start_with(dir: &Path, extra_yaml: &str) -> anyhow::Result<Server> {
         assert_isolated()?;
         let (http, https, stun) = (free_port(), free_port(), free_port());
         let url = format!("http://127.0.0.1:{http}");
@@ -65,7 +70,7 @@ impl Server {
                  derp:\n  server:\n    enabled: true\n    region_id: 999\n    stun_listen_addr: 127.0.0.1:{stun}\n    private_key_path: {d}/derp.key\n  urls: []\n\
                  node:\n  ephemeral:\n    inactivity_timeout: 70s\n\
                  dns:\n  magic_dns: true\n  base_domain: tailnet.test\n\
-                 unix_socket: {d}/tailwarden.sock\n",
+                 unix_socket: {d}/tailwarden.sock\n{extra_yaml}",
                 d = dir.display()
             ),
         )?;
