@@ -38,7 +38,7 @@ pub enum ControlError {
     },
     /// A policy was rejected; the previous one stays in force.
     #[error("policy rejected: {0}")]
-    Policy(#[from] tailwarden_policy::PolicyError),
+    Policy(tailwarden_policy::PolicyError),
     /// The policy is managed in a file (`policy.mode: file`) and cannot be changed through the API.
     #[error("policy.mode is \"file\": edit {path} (reloaded on SIGHUP and on change) instead")]
     PolicyInFile {
@@ -51,4 +51,12 @@ pub enum ControlError {
         /// The id.
         id: String,
     },
+}
+
+// Not `#[from]`: that would also make the policy error the `source`, and reports that print the chain would show
+// the reason twice.
+impl From<tailwarden_policy::PolicyError> for ControlError {
+    fn from(e: tailwarden_policy::PolicyError) -> Self {
+        ControlError::Policy(e)
+    }
 }

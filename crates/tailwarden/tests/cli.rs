@@ -81,11 +81,17 @@ async fn seed(dir: &Path) {
 }
 
 async fn start() -> Server {
+    start_with(&[], |_| {}).await
+}
+
+/// Starts a server with extra environment for `serve`; `prepare` runs on the state directory first.
+async fn start_with(serve_env: &[(&str, String)], prepare: impl FnOnce(&Path)) -> Server {
     let dir = std::env::temp_dir().join(format!("tw-cli-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     seed(&dir).await;
+    prepare(&dir);
     let mut server = Server { child: None, dir, http_port: free_port(), https_port: free_port(), stun_port: free_port() };
-    server.child = Some(command(&server, &[]).arg("serve").stdout(Stdio::null()).spawn().unwrap());
+    server.child = Some(command(&server, serve_env).arg("serve").stdout(Stdio::null()).spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if run(&server, &[], &["health"]).status.success() {
@@ -219,4 +225,53 @@ async fn api_keys_and_the_remote_cli() {
     ok(&s, &remote2, &["apikeys", "delete", "-p", &prefix]);
     assert_eq!(json(&s, &remote2, &["apikeys", "list"]).as_array().unwrap().len(), 1);
     assert!(fails(&s, &remote2, &["apikeys", "delete", "-p", &prefix]).contains("404"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_file_mode_reloads_on_change_and_refuses_api_changes() {
+    let v1 = r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["alice@:22"]}]}"#;
+    let v2 = r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["alice@:80"]}]}"#;
+    let file = std::env::temp_dir().join(format!("tw-policy-{}-{}.hujson", std::process::id(), free_port()));
+    std::fs::write(&file, v1).unwrap();
+    let env = [("TAILWARDEN_POLICY_MODE", "file".to_string()), ("TAILWARDEN_POLICY_PATH", file.display().to_string())];
+    let s = start_with(&env, |_| {}).await;
+    let none: &[(&str, String)] = &[];
+    assert_eq!(ok(&s, none, &["policy", "get"]).trim(), v1);
+
+    // Edits are picked up; a broken edit is rejected and the last good policy stays.
+    std::fs::write(&file, v2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ok(&s, none, &["policy", "get"]).trim() != v2 {
+        assert!(Instant::now() < deadline, "policy file change not picked up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::fs::write(&file, r#"{"acls": [{"action": "accept", "src": ["group:missing"], "dst": ["*:*"]}]}"#).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ok(&s, none, &["policy", "get"]).trim(), v2);
+
+    // In file mode the API cannot change the policy.
+    let other = file.with_extension("other");
+    std::fs::write(&other, v1).unwrap();
+    assert!(fails(&s, none, &["policy", "set", "-f", other.to_str().unwrap()]).contains("file"));
+    assert!(ok(&s, none, &["policy", "check", "-f", other.to_str().unwrap()]).contains("valid"));
+    std::fs::write(&other, "{ not hujson").unwrap();
+    let err = fails(&s, none, &["policy", "check", "-f", other.to_str().unwrap()]);
+    assert!(err.contains("line"), "parse errors give a position: {err}");
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&other);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_policy_file_stops_the_server_with_the_reason() {
+    let file = std::env::temp_dir().join(format!("tw-badpolicy-{}-{}.hujson", std::process::id(), free_port()));
+    std::fs::write(&file, r#"{"acls": [{"action": "accept", "src": ["tag:nobody-owns-this"], "dst": ["*:*"]}]}"#).unwrap();
+    let dir = std::env::temp_dir().join(format!("tw-cli-bad-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = Server { child: None, dir, http_port: free_port(), https_port: free_port(), stun_port: free_port() };
+    let env = [("TAILWARDEN_POLICY_MODE", "file".to_string()), ("TAILWARDEN_POLICY_PATH", file.display().to_string())];
+    let out = command(&server, &env).arg("serve").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("policy.path") && stderr.contains("tag:nobody-owns-this"), "{stderr}");
+    let _ = std::fs::remove_file(&file);
 }
