@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod policy;
+mod debug;
 mod json;
 mod keys;
 mod nodes;
@@ -48,6 +49,8 @@ fn api_router() -> Router<ApiState> {
         .route("/api/v1/health", get(health))
         .route("/api/v1/policy", get(policy::get).put(policy::set))
         .route("/api/v1/policy/check", post(policy::check))
+        .route("/api/v1/debug/node/{id}", get(debug::node))
+        .route("/api/v1/debug/reach", get(debug::reach))
         .route("/api/v1/user", post(users::create).get(users::list))
         .route("/api/v1/user/{id}", delete(users::destroy))
         .route("/api/v1/user/{id}/rename/{new_name}", post(users::rename))

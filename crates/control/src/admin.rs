@@ -454,3 +454,60 @@ impl Control {
         Ok(PolicyInfo { policy: tailnet.policy_text(), updated_ms })
     }
 }
+
+/// What one node receives under the current policy.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeDebug {
+    /// The node.
+    pub node: crate::NodeView,
+    /// Ids of the peers it sees.
+    pub peers: Vec<NodeId>,
+    /// Its packet filter (what it accepts inbound).
+    pub packet_filter: Vec<tailwarden_wire::FilterRule>,
+    /// Its SSH policy, if any.
+    pub ssh_policy: Option<serde_json::Value>,
+}
+
+/// The answer to "can `src` reach `dst` on `port`?".
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReachAnswer {
+    /// Whether the connection is allowed.
+    pub allowed: bool,
+    /// The rule of the destination's packet filter that allows it.
+    pub rule: Option<tailwarden_wire::FilterRule>,
+    /// Whether the source sees the destination as a peer at all.
+    pub visible: bool,
+}
+
+impl Control {
+    /// The compiled packet filter, SSH policy and visible peers of a node.
+    pub async fn debug_node(&self, tenant: TenantId, id: NodeId) -> Result<NodeDebug, ControlError> {
+        let tailnet = self.tailnet(tenant).await?;
+        let missing = || ControlError::Store(tailwarden_store::StoreError::NotFound {
+            entity: tailwarden_store::Entity::Node,
+            id: id.0,
+        });
+        let grants = tailnet.grants_of(id, &self.settings).ok_or_else(missing)?;
+        let entry = tailnet.node(id).ok_or_else(missing)?;
+        Ok(NodeDebug {
+            node: NodeView { record: entry.record, online: entry.online },
+            peers: grants.peers.into_iter().collect(),
+            packet_filter: grants.filter,
+            ssh_policy: grants.ssh,
+        })
+    }
+
+    /// Whether node `src` may open a connection to node `dst` on `port` over IP protocol `proto`, judged by the
+    /// destination's packet filter as the client enforces it, and the rule that allows it.
+    pub async fn can_reach(&self, tenant: TenantId, src: NodeId, dst: NodeId, port: u16, proto: u8) -> Result<ReachAnswer, ControlError> {
+        let from = self.debug_node(tenant, src).await?;
+        let to = self.debug_node(tenant, dst).await?;
+        let src_ips: Vec<std::net::IpAddr> = from.node.record.ipv4.map(Into::into).into_iter().chain(from.node.record.ipv6.map(Into::into)).collect();
+        let dst_ips: Vec<std::net::IpAddr> = to.node.record.ipv4.map(Into::into).into_iter().chain(to.node.record.ipv6.map(Into::into)).collect();
+        let rule = src_ips
+            .iter()
+            .flat_map(|s| dst_ips.iter().filter(|d| d.is_ipv4() == s.is_ipv4()).map(move |d| (*s, *d)))
+            .find_map(|(s, d)| crate::reachability::allowing_rule(&to.packet_filter, s, d, port, proto).cloned());
+        Ok(ReachAnswer { allowed: rule.is_some(), rule, visible: from.peers.contains(&dst) })
+    }
+}

@@ -11,6 +11,7 @@ mod error;
 pub mod keys;
 mod map_session;
 mod policy_view;
+pub mod reachability;
 pub mod noise_http;
 mod register;
 mod render;

@@ -272,6 +272,12 @@ impl Tailnet {
         Self::recompile_and_resync(&mut st, None, settings);
     }
 
+    /// What node `id` is given under the current policy (for administrators' debugging).
+    pub fn grants_of(&self, id: NodeId, settings: &Settings) -> Option<NodeGrants> {
+        let st = self.lock();
+        st.nodes.contains_key(&id).then(|| st.policy.grants(id, &st.nodes, &settings.server_url))
+    }
+
     /// The text of the policy in force (empty: none).
     pub fn policy_text(&self) -> String {
         self.lock().policy_text.clone()

@@ -442,6 +442,26 @@ async fn policy_limits_peers_and_filters_and_changes_arrive_as_deltas() {
     assert_eq!(fb["DstPorts"][0]["Ports"], json!({"First": 80, "Last": 80}));
     assert!(fb["DstPorts"].as_array().unwrap().iter().any(|d| d["IP"].as_str().unwrap().starts_with(&ip_b)), "{fb}");
 
+    // Administrators can ask why: b's filter admits a on 80 only, and a sees b.
+    let id = |name: &str| {
+        let control = server.control.clone();
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(control.list_nodes(T, None)).unwrap().into_iter().find(|v| v.record.given_name == name).unwrap().record.id
+        })
+        .join()
+        .unwrap()
+    };
+    let (id_a, id_b, id_c) = (id("a"), id("b"), id("c"));
+    let yes = server.control.can_reach(T, id_a, id_b, 80, 6).await.unwrap();
+    assert!(yes.allowed && yes.visible);
+    assert_eq!(yes.rule.unwrap().dst_ports[0].ports.first, 80);
+    assert!(!server.control.can_reach(T, id_a, id_b, 81, 6).await.unwrap().allowed);
+    assert!(!server.control.can_reach(T, id_b, id_a, 80, 6).await.unwrap().allowed);
+    assert_eq!(server.control.debug_node(T, id_b).await.unwrap().peers, vec![id_a]);
+    assert!(server.control.debug_node(T, id_c).await.unwrap().peers.contains(&id_a));
+
     // A policy whose tests fail is refused; the old one stays in force.
     let failing = r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}],
         "tests": [{"src": "bob@", "accept": ["alice@:22"]}]}"#;

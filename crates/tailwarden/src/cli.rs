@@ -800,3 +800,55 @@ pub async fn policy(config: &Config, output: &str, cmd: PolicyCommand) -> anyhow
         }
     }
 }
+
+#[derive(Subcommand)]
+pub enum DebugCommand {
+    /// Show a node's compiled packet filter, SSH policy and visible peers.
+    Node {
+        /// Node id or name.
+        #[arg(long, short = 'i')]
+        identifier: String,
+    },
+    /// Answer "can SRC reach DST on PORT?" and show the rule of DST's packet filter that allows it.
+    Reach {
+        /// Source node (id or name).
+        #[arg(long)]
+        src: String,
+        /// Destination node (id or name).
+        #[arg(long)]
+        dst: String,
+        /// Destination port.
+        #[arg(long)]
+        port: u16,
+        /// tcp, udp, icmp, sctp or a protocol number.
+        #[arg(long, default_value = "tcp")]
+        proto: String,
+    },
+}
+
+pub async fn debug(config: &Config, output: &str, cmd: DebugCommand) -> anyhow::Result<()> {
+    match cmd {
+        DebugCommand::Node { identifier } => {
+            let v = call(config, http::Method::GET, &format!("/api/v1/debug/node/{}", encode(&identifier)), None).await?;
+            if output.is_empty() {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(())
+            } else {
+                print(output, &v, |_| Vec::new())
+            }
+        }
+        DebugCommand::Reach { src, dst, port, proto } => {
+            let q = format!("/api/v1/debug/reach?src={}&dst={}&port={port}&proto={}", encode(&src), encode(&dst), encode(&proto));
+            let v = call(config, http::Method::GET, &q, None).await?;
+            if !output.is_empty() {
+                return print(output, &v, |_| Vec::new());
+            }
+            if v["allowed"].as_bool() == Some(true) {
+                println!("allowed: {src} -> {dst}:{port}/{proto}\nby rule: {}", v["rule"]);
+            } else {
+                println!("denied: no rule of {dst}'s packet filter admits {src} on {port}/{proto}");
+            }
+            Ok(())
+        }
+    }
+}

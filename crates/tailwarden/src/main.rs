@@ -44,6 +44,9 @@ enum Command {
     Apikeys(cli::ApikeysCommand),
     /// Check the health of the running server (its database connectivity).
     Health,
+    /// Inspect how the policy applies to nodes.
+    #[command(subcommand)]
+    Debug(cli::DebugCommand),
     /// Show, replace or check the tailnet policy.
     #[command(subcommand)]
     Policy(cli::PolicyCommand),
@@ -78,6 +81,7 @@ fn main() {
                 Command::Nodes(c) => cli::nodes(&load_config(cli.config.as_ref())?, &cli.output, c).await,
                 Command::Apikeys(c) => cli::apikeys(&load_config(cli.config.as_ref())?, &cli.output, c).await,
                 Command::Health => cli::health(&load_config(cli.config.as_ref())?, &cli.output).await,
+                Command::Debug(c) => cli::debug(&load_config(cli.config.as_ref())?, &cli.output, c).await,
                 Command::Policy(c) => cli::policy(&load_config(cli.config.as_ref())?, &cli.output, c).await,
                 Command::Version => cli::version(&cli.output),
             }

@@ -72,6 +72,10 @@ async fn policy_allows_only_what_it_says_and_changes_apply_live() -> anyhow::Res
     assert_eq!(page, "b80");
     assert!(http_get_local(to_b81, "/").is_err(), "a2 -> b:81 is not allowed");
     assert_eq!(fetch(&b, ip_a1, Duration::from_secs(5)).await, None, "b -> a1 is not allowed");
+    // The admin's view agrees with what the clients enforce.
+    assert!(server.cli(&["debug", "reach", "--src", "a1", "--dst", "b", "--port", "80"])?.starts_with("allowed"));
+    assert!(server.cli(&["debug", "reach", "--src", "a2", "--dst", "b", "--port", "81"])?.starts_with("denied"));
+    assert!(server.cli(&["debug", "reach", "--src", "b", "--dst", "a1", "--port", "80"])?.starts_with("denied"));
 
     // A policy whose own tests fail is refused, and the old rules stay in force.
     let failing = write("p2.hujson", r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
