@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use tailwarden_config::Config;
 
 #[derive(Subcommand)]
@@ -321,7 +320,7 @@ async fn call_target(target: &Target, method: http::Method, path_and_query: &str
                 .with_context(|| format!("connecting to {}", r.authority()))?;
             if r.https {
                 let name = rustls::pki_types::ServerName::try_from(r.host.clone()).with_context(|| format!("{:?} is not a valid TLS server name", r.host))?;
-                let connector = tokio_rustls::TlsConnector::from(tls_client_config(r.insecure)?);
+                let connector = tokio_rustls::TlsConnector::from(crate::tls::client_config(r.insecure)?);
                 let tls = connector.connect(name, tcp).await.with_context(|| format!("TLS handshake with {}", r.authority()))?;
                 exchange(tls, req).await?
             } else {
@@ -348,72 +347,6 @@ where
     let bytes = resp.into_body().collect().await?.to_bytes();
     conn.abort();
     Ok((status, bytes))
-}
-
-/// TLS client settings: the system's CA bundle (`SSL_CERT_FILE` or the usual distribution paths), or no
-/// verification at all with `cli.insecure`.
-fn tls_client_config(insecure: bool) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
-    let mut config = if insecure {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider))).with_no_client_auth()
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        let env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
-        let candidates = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
-        let path = env
-            .into_iter()
-            .chain(candidates.iter().map(std::path::PathBuf::from))
-            .find(|p| p.exists())
-            .context("no CA bundle found (set SSL_CERT_FILE, or cli.insecure for testing)")?;
-        let pem = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
-            let _ = roots.add(cert);
-        }
-        anyhow::ensure!(!roots.is_empty(), "no usable certificates in {}", path.display());
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// `cli.insecure`: accepts any server certificate but still checks the handshake signatures.
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 fn print(output: &str, value: &Value, table: impl FnOnce(&Value) -> Vec<Vec<String>>) -> anyhow::Result<()> {

@@ -56,17 +56,32 @@ pub async fn build(config: &Config, derp_port: u16) -> anyhow::Result<DerpMap> {
     Ok(map)
 }
 
+/// Fetches a DERP map over HTTP or HTTPS (certificates checked against the system CA bundle).
 async fn fetch(url: &str) -> anyhow::Result<DerpMap> {
     use http_body_util::{BodyExt, Empty};
     let uri: http::Uri = url.parse().context("invalid URL")?;
-    anyhow::ensure!(uri.scheme_str() == Some("http"), "only http:// DERP map URLs are supported; use derp.paths for others");
-    let host = uri.host().context("URL has no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = http::Request::get(uri.clone()).header(http::header::HOST, host).body(Empty::<bytes::Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => anyhow::bail!("DERP map URLs must be http:// or https://"),
+    };
+    let host = uri.host().context("URL has no host")?.trim_matches(['[', ']']).to_string();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port)))
+        .await
+        .context("connect timed out")??;
+    let req = http::Request::get(uri.clone()).header(http::header::HOST, host.clone()).body(Empty::<bytes::Bytes>::new())?;
+    let resp = if tls {
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).context("invalid TLS server name")?;
+        let stream = tokio_rustls::TlsConnector::from(crate::tls::client_config(false)?).connect(name, tcp).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        sender.send_request(req).await?
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        sender.send_request(req).await?
+    };
     anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
     let body = resp.into_body().collect().await?.to_bytes();
     serde_json::from_slice(&body).context("not a DERP map")
@@ -87,11 +102,13 @@ mod tests {
             "regions:\n  900:\n    regionid: 900\n    regioncode: custom\n    regionname: My Region\n    nodes:\n      - name: 900a\n        regionid: 900\n        hostname: derp.example.net\n        ipv4: 198.51.100.1\n        stunport: 0\n        derpport: 0\n  999:\n    regionid: 999\n    regioncode: shadowed\n    regionname: replaced by the embedded region\n    nodes: []\n",
         )
         .unwrap();
-        let yaml = format!(
-            "server_url: http://127.0.0.1:8080\nderp:\n  paths: [{}]\n  server:\n    enabled: true\n    region_id: 999\n    stun_listen_addr: 127.0.0.1:3478\n",
-            file.display()
-        );
-        let (config, _) = Config::from_yaml_str(&yaml).unwrap();
+        let yaml = |urls: &str| {
+            format!(
+                "server_url: http://127.0.0.1:8080\nderp:\n  urls: [{urls}]\n  paths: [{}]\n  server:\n    enabled: true\n    region_id: 999\n    stun_listen_addr: 127.0.0.1:3478\n",
+                file.display()
+            )
+        };
+        let (config, _) = Config::from_yaml_str(&yaml("")).unwrap();
         let map = build(&config, 8443).await.unwrap();
         assert_eq!(map.regions.len(), 2);
         assert_eq!(map.regions[&900].nodes[0].host_name, "derp.example.net");
@@ -101,6 +118,17 @@ mod tests {
         assert_eq!((node.host_name.as_str(), node.ipv4.as_str(), node.ipv6.as_str()), ("127.0.0.1", "127.0.0.1", "none"));
         assert_eq!((node.derp_port, node.stun_port), (8443, 3478));
         assert!(node.insecure_for_tests, "self-signed default");
+
+        // A map served over HTTP merges too.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = r#"{"Regions":{"901":{"RegionID":901,"RegionCode":"url","RegionName":"from url","Nodes":[{"Name":"901a","RegionID":901,"HostName":"198.51.100.2"}]}}}"#;
+        let app = axum::Router::new().route("/derpmap", axum::routing::get(move || async move { served }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (with_url, _) = Config::from_yaml_str(&yaml(&format!("http://{addr}/derpmap"))).unwrap();
+        let map = build(&with_url, 8443).await.unwrap();
+        assert_eq!(map.regions[&901].region_code, "url");
+        assert_eq!(map.regions.len(), 3);
 
         std::fs::write(&file, "regions: [not a map").unwrap();
         let err = build(&config, 8443).await.unwrap_err();
