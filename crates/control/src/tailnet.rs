@@ -37,13 +37,24 @@ pub(crate) struct NodeEntry {
 }
 
 impl NodeEntry {
+    /// Parses the stored record. The store only holds values this server wrote, so a failure means outside
+    /// damage: it is logged and the field treated as unset (a zero key never matches a client), rather than
+    /// taking the whole tailnet down.
     pub fn from_record(record: NodeRecord) -> NodeEntry {
-        let hostinfo = tailwarden_wire::from_go_json("stored Hostinfo", record.hostinfo.as_bytes()).unwrap_or_default();
+        fn parsed<T: Default>(what: &str, id: NodeId, r: Result<T, impl std::fmt::Display>) -> T {
+            r.unwrap_or_else(|e| {
+                tracing::warn!(node = %id, field = what, error = %e, "stored node field is unreadable");
+                T::default()
+            })
+        }
+        let id = record.id;
+        let hostinfo = parsed("hostinfo", id, tailwarden_wire::from_go_json("stored Hostinfo", record.hostinfo.as_bytes()));
         NodeEntry {
             hostinfo,
-            node_key: record.node_key.parse().unwrap_or_default(),
-            machine_key: record.machine_key.parse().unwrap_or_default(),
-            disco_key: record.disco_key.parse().unwrap_or_default(),
+            node_key: parsed("node_key", id, record.node_key.parse()),
+            machine_key: parsed("machine_key", id, record.machine_key.parse()),
+            // A node that has not streamed a map yet has no disco key.
+            disco_key: if record.disco_key.is_empty() { DiscoKey::default() } else { parsed("disco_key", id, record.disco_key.parse()) },
             online: false,
             cap: 0,
             record,
