@@ -181,6 +181,8 @@ pub fn ipv4_of(node: &Value) -> Option<Ipv4Addr> {
 
 /// A tailscale-rs device joined to `server`.
 pub async fn rs_device(server: &Server, hostname: &str, key: Option<String>, key_file: Option<&Path>) -> anyhow::Result<tailscale::Device> {
+    // Fails harmlessly when another device already installed it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = match key_file {
         Some(p) => tailscale::Config::default_with_key_file(p).await?,
         None => tailscale::Config::default(),
