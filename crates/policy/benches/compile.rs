@@ -220,8 +220,6 @@ fn run(nodes: usize, budget: Duration) -> Vec<String> {
         std::hint::black_box(after.peers(changed));
     });
 
-    let done = |p: &Phase| p.done as f64 / p.of as f64;
-    let _ = (done(&filters), done(&peers));
     vec![
         format!("{nodes}"),
         format!("{}", text.len() / 1024),

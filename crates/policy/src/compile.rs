@@ -86,6 +86,12 @@ pub(crate) struct ViaGrant {
 #[derive(Clone, Debug, Default)]
 struct CompiledGrant {
     rules: Vec<FilterRule>,
+    /// Per rule in `rules`: every address its `dst_ports` name, so a node outside it skips the
+    /// rule without parsing each destination.
+    rule_dsts: Vec<IpSet>,
+    /// Per rule in `rules`: its merge key (sources, protocols) as an index into
+    /// `merge_keys`.
+    rule_keys: Vec<usize>,
     self_grant: Option<SelfGrant>,
     via: Option<ViaGrant>,
 }
@@ -100,6 +106,11 @@ pub struct CompiledPolicy {
     routes: Vec<NodeRoutes>,
     grants: Vec<CompiledGrant>,
     matchers: Vec<crate::netmap::Matcher>,
+    reach: crate::netmap::Reach,
+    /// Every distinct (protocols, sources) of the shared rules, numbered, so per-node merging
+    /// compares numbers instead of source lists.
+    merge_keys: BTreeMap<Vec<u8>, BTreeMap<Vec<String>, usize>>,
+    merge_key_count: usize,
     /// Per node: the policy attributes it carries.
     pub(crate) attrs: Vec<Vec<String>>,
 }
@@ -107,9 +118,15 @@ pub struct CompiledPolicy {
 struct Resolver<'a> {
     policy: &'a Policy,
     tailnet: &'a Tailnet,
+    /// Each login's untagged nodes, built on first use: groups name users over and over.
+    user_index: std::cell::OnceCell<BTreeMap<&'a str, Vec<usize>>>,
 }
 
-impl Resolver<'_> {
+impl<'a> Resolver<'a> {
+    fn new(policy: &'a Policy, tailnet: &'a Tailnet) -> Resolver<'a> {
+        Resolver { policy, tailnet, user_index: std::cell::OnceCell::new() }
+    }
+
     /// Whether the alias stands for nodes (rather than literal addresses).
     fn is_node_alias(alias: &Alias) -> bool {
         !matches!(alias, Alias::Wildcard | Alias::Host(_) | Alias::Prefix(_) | Alias::AutoGroup(AutoGroup::Internet | AutoGroup::DangerAll))
@@ -121,10 +138,27 @@ impl Resolver<'_> {
         }
     }
 
+    /// The untagged nodes of the user with this login (the first such user, as
+    /// [`Tailnet::user_by_login`] finds it).
     fn user_nodes(&self, login: &str) -> IpSet {
+        let index = self.user_index.get_or_init(|| {
+            let mut by_id: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+            for (i, n) in self.tailnet.nodes.iter().enumerate() {
+                if let (false, Some(u)) = (n.is_tagged(), n.user) {
+                    by_id.entry(u).or_default().push(i);
+                }
+            }
+            let mut by_login: BTreeMap<&'a str, Vec<usize>> = BTreeMap::new();
+            for u in &self.tailnet.users {
+                if !by_login.contains_key(u.login.as_str()) {
+                    by_login.insert(u.login.as_str(), by_id.get(&u.id).cloned().unwrap_or_default());
+                }
+            }
+            by_login
+        });
         let mut set = IpSet::new();
-        if let Some(user) = self.tailnet.user_by_login(login) {
-            for n in self.tailnet.nodes.iter().filter(|n| !n.is_tagged() && n.user == Some(user.id)) {
+        for &i in index.get(login).into_iter().flatten() {
+            if let Some(n) = self.tailnet.nodes.get(i) {
                 Self::add_node(&mut set, n);
             }
         }
@@ -250,7 +284,7 @@ impl CompiledPolicy {
     /// Compiles `policy` (already validated) for `tailnet`. Route approval uses the nodes'
     /// approved routes plus the advertised routes the policy's `autoApprovers` allow.
     pub fn new(policy: &Policy, tailnet: &Tailnet) -> CompiledPolicy {
-        let resolver = Resolver { policy, tailnet };
+        let resolver = Resolver::new(policy, tailnet);
         let mut compiled = CompiledPolicy {
             policy: policy.clone(),
             tailnet: tailnet.clone(),
@@ -259,6 +293,9 @@ impl CompiledPolicy {
             routes: Vec::new(),
             grants: Vec::new(),
             matchers: Vec::new(),
+            reach: Default::default(),
+            merge_keys: BTreeMap::new(),
+            merge_key_count: 0,
             attrs: Vec::new(),
         };
         // Node attributes first: `disable-ipv4` removes the node's IPv4 address from every
@@ -286,7 +323,7 @@ impl CompiledPolicy {
             }
         }
         let tailnet = &compiled.tailnet.clone();
-        let resolver = Resolver { policy, tailnet };
+        let resolver = Resolver::new(policy, tailnet);
         let approvers: Vec<(IpNet, IpSet)> = policy
             .auto_approvers
             .routes
@@ -346,17 +383,48 @@ impl CompiledPolicy {
         }
         let subnet_strings = compiled.approved_subnet_strings();
         for grant in &grants {
-            if let Some(cg) = compile_grant(&resolver, grant, &subnet_strings) {
+            if let Some(mut cg) = compile_grant(&resolver, grant, &subnet_strings) {
+                cg.rule_dsts = cg
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        let mut union = IpSet::new();
+                        for set in r.dst_ports.iter().filter_map(|d| parse_pattern(&d.ip)) {
+                            union.extend(&set);
+                        }
+                        union
+                    })
+                    .collect();
+                for r in &cg.rules {
+                    let by_src = compiled.merge_keys.entry(r.ip_proto.clone()).or_default();
+                    let id = match by_src.get(r.src_ips.as_slice()) {
+                        Some(&id) => id,
+                        None => {
+                            by_src.insert(r.src_ips.clone(), compiled.merge_key_count);
+                            compiled.merge_key_count += 1;
+                            compiled.merge_key_count - 1
+                        }
+                    };
+                    cg.rule_keys.push(id);
+                }
                 compiled.grants.push(cg);
             }
         }
         compiled.matchers =
             compiled.all_rules_scoped().iter().map(|(r, only)| crate::netmap::Matcher::from_rule(r, *only)).collect();
+        let subnets: Vec<&[IpNet]> = compiled.routes.iter().map(|r| r.subnets.as_slice()).collect();
+        let exit: Vec<bool> = compiled.routes.iter().map(|r| r.exit).collect();
+        let reach = crate::netmap::Reach::new(&compiled.matchers, &compiled.tailnet.nodes, &subnets, &exit);
+        compiled.reach = reach;
         compiled
     }
 
     pub(crate) fn matchers(&self) -> &[crate::netmap::Matcher] {
         &self.matchers
+    }
+
+    pub(crate) fn reach(&self) -> &crate::netmap::Reach {
+        &self.reach
     }
 
     fn approved_subnet_strings(&self) -> Vec<String> {
@@ -376,7 +444,7 @@ impl CompiledPolicy {
     /// Resolves an alias against this tailnet with the policy's groups and hosts (`None` for aliases that only make
     /// sense per node, such as `autogroup:self`).
     pub fn resolve_alias(&self, alias: &Alias) -> Option<IpSet> {
-        Resolver { policy: &self.policy, tailnet: &self.tailnet }.resolve(alias)
+        Resolver::new(&self.policy, &self.tailnet).resolve(alias)
     }
 
     /// The policy this was compiled from.
@@ -466,20 +534,115 @@ impl CompiledPolicy {
         let Some(n) = self.tailnet.nodes.get(node) else {
             return Vec::new();
         };
-        let unreduced = {
-            let mut rules = Vec::new();
-            for g in &self.grants {
-                rules.extend(g.rules.iter().cloned());
-                if let Some(s) = &g.self_grant {
-                    rules.extend(self.self_rules(s, n));
+        let view = NodeView::new(self, node, n);
+        let generated: Vec<Vec<FilterRule>> = self.grants.iter().map(|g| self.node_rules(g, node, n)).collect();
+        // Rules are merged by (sources, protocols) at the first rule with that key, then reduced
+        // to the destinations this node serves. Reducing each rule before merging gives the same
+        // result, and lets rules that cannot concern the node skip the per-destination parse;
+        // a key whose destinations all drop out still holds its place until the end.
+        enum Slot<'a> {
+            Net { src: &'a [String], proto: &'a [u8], dsts: Vec<NetPortRange> },
+            Cap(FilterRule),
+        }
+        let mut slots: Vec<Slot<'_>> = Vec::new();
+        // Merge keys: shared rules carry a key number; per-node rules look theirs up, and those
+        // no shared rule has are numbered after the shared ones.
+        let mut slot_of: Vec<Option<usize>> = vec![None; self.merge_key_count];
+        let mut novel: BTreeMap<(&[String], &[u8]), usize> = BTreeMap::new();
+        for (g, extra) in self.grants.iter().zip(&generated) {
+            let shared = g.rules.iter().zip(g.rule_dsts.iter().zip(&g.rule_keys).map(|(u, k)| (Some(u), Some(*k))));
+            for (rule, (union, key_id)) in shared.chain(extra.iter().map(|r| (r, (None, None)))) {
+                if !rule.cap_grant.is_empty() {
+                    slots.extend(view.reduce_caps(rule).map(Slot::Cap));
+                    continue;
                 }
-                if let Some(v) = &g.via {
-                    rules.extend(self.via_rules(v, node, n));
+                let dsts: Vec<NetPortRange> = if union.is_some_and(|u| !view.may_hit(u)) {
+                    Vec::new()
+                } else {
+                    rule.dst_ports.iter().filter(|d| view.keeps(d)).cloned().collect()
+                };
+                let key = (rule.src_ips.as_slice(), rule.ip_proto.as_slice());
+                let key_id = key_id.or_else(|| {
+                    self.merge_keys.get(key.1).and_then(|by_src| by_src.get(key.0)).copied()
+                });
+                let existing = match key_id {
+                    Some(id) => slot_of.get(id).copied().flatten(),
+                    None => novel.get(&key).copied(),
+                };
+                match existing {
+                    Some(i) => {
+                        if let Some(Slot::Net { dsts: have, .. }) = slots.get_mut(i) {
+                            have.extend(dsts);
+                        }
+                    }
+                    None => {
+                        match key_id {
+                            Some(id) => {
+                                if let Some(cell) = slot_of.get_mut(id) {
+                                    *cell = Some(slots.len());
+                                }
+                            }
+                            None => {
+                                novel.insert(key, slots.len());
+                            }
+                        }
+                        slots.push(Slot::Net { src: key.0, proto: key.1, dsts });
+                    }
                 }
             }
-            merge_rules(rules)
+        }
+        slots
+            .into_iter()
+            .filter_map(|slot| match slot {
+                Slot::Cap(rule) => Some(rule),
+                Slot::Net { dsts, .. } if dsts.is_empty() => None,
+                Slot::Net { src, proto, dsts } => Some(FilterRule {
+                    src_ips: src.to_vec(),
+                    dst_ports: dsts,
+                    ip_proto: proto.to_vec(),
+                    cap_grant: Vec::new(),
+                }),
+            })
+            .collect()
+    }
+
+    /// [`CompiledPolicy::filter_for`] computed the direct way — every rule cloned, merged, then
+    /// reduced — as the reference the faster path is tested against.
+    #[cfg(test)]
+    pub(crate) fn filter_for_reference(&self, node: usize) -> Vec<FilterRule> {
+        let Some(n) = self.tailnet.nodes.get(node) else {
+            return Vec::new();
         };
-        self.reduce(node, n, unreduced)
+        let mut rules = Vec::new();
+        for g in &self.grants {
+            rules.extend(g.rules.iter().cloned());
+            rules.extend(self.node_rules(g, node, n));
+        }
+        let view = NodeView::new(self, node, n);
+        let mut out = Vec::new();
+        for rule in merge_rules(rules) {
+            if !rule.cap_grant.is_empty() {
+                out.extend(view.reduce_caps(&rule));
+                continue;
+            }
+            let dst_ports: Vec<NetPortRange> = rule.dst_ports.iter().filter(|d| view.keeps(d)).cloned().collect();
+            if !dst_ports.is_empty() {
+                out.push(FilterRule { dst_ports, ..rule });
+            }
+        }
+        out
+    }
+
+    /// The rules a grant yields for one node only: its `autogroup:self` and `via` expansions.
+    fn node_rules(&self, g: &CompiledGrant, index: usize, n: &Node) -> Vec<FilterRule> {
+        let mut rules = Vec::new();
+        if let Some(s) = &g.self_grant {
+            rules.extend(self.self_rules(s, n));
+        }
+        if let Some(v) = &g.via {
+            rules.extend(self.via_rules(v, index, n));
+        }
+        rules
     }
 
     fn same_user_nodes<'a>(&'a self, n: &Node) -> Vec<&'a Node> {
@@ -576,65 +739,78 @@ impl CompiledPolicy {
         }
         dsts
     }
+}
 
-    fn reduce(&self, index: usize, n: &Node, rules: Vec<FilterRule>) -> Vec<FilterRule> {
-        let subnets = self.subnet_routes(index);
-        let exit = self.is_exit_node(index);
-        let internet = the_internet();
-        let addrs: Vec<IpAddr> = n.addrs();
-        let mut out = Vec::new();
-        for rule in rules {
-            if !rule.cap_grant.is_empty() {
-                let mut grants = Vec::new();
-                for cg in &rule.cap_grant {
-                    let parsed: Vec<IpNet> = cg.dsts.iter().filter_map(|d| d.parse::<IpNet>().ok()).collect();
-                    let mut matching: Vec<IpNet> = Vec::new();
-                    for d in &parsed {
-                        for a in &addrs {
-                            if d.contains(a) {
-                                matching.push(IpNet::from(*a));
-                            }
-                        }
-                    }
-                    for d in &parsed {
-                        for r in subnets {
-                            if d.contains(r) || r.contains(d) {
-                                matching.push(*d);
-                            }
-                        }
-                    }
-                    if !matching.is_empty() {
-                        matching.sort_by(|a, b| prefix_order(a, b));
-                        matching.dedup();
-                        grants.push(CapGrant {
-                            dsts: matching.iter().map(|p| p.to_string()).collect(),
-                            cap_map: cg.cap_map.clone(),
-                        });
+/// What filter reduction needs to know about the receiving node.
+struct NodeView<'a> {
+    subnets: &'a [IpNet],
+    exit: bool,
+    internet: IpSet,
+    addrs: Vec<IpAddr>,
+}
+
+impl<'a> NodeView<'a> {
+    fn new(policy: &'a CompiledPolicy, index: usize, n: &Node) -> NodeView<'a> {
+        NodeView {
+            subnets: policy.subnet_routes(index),
+            exit: policy.is_exit_node(index),
+            internet: the_internet(),
+            addrs: n.addrs(),
+        }
+    }
+
+    /// Whether a destination set that holds every destination of a rule can hold one this
+    /// node keeps (see [`NodeView::keeps`]); exit nodes keep internet-only sets, so they
+    /// always look.
+    fn may_hit(&self, union: &IpSet) -> bool {
+        self.exit
+            || self.addrs.iter().any(|a| union.contains(*a))
+            || self.subnets.iter().any(|r| union.overlaps_prefix(r))
+    }
+
+    /// Whether the node keeps this destination: one of its addresses, a route it serves, or
+    /// (for an exit node) a part of the internet.
+    fn keeps(&self, d: &NetPortRange) -> bool {
+        let Some(set) = parse_pattern(&d.ip) else {
+            return false;
+        };
+        self.addrs.iter().any(|a| set.contains(*a))
+            || self.subnets.iter().any(|r| set.overlaps_prefix(r))
+            || (self.exit && set.is_subset_of(&self.internet))
+    }
+
+    /// A capability rule narrowed to the destinations this node serves; `None` when none is left.
+    fn reduce_caps(&self, rule: &FilterRule) -> Option<FilterRule> {
+        let mut grants = Vec::new();
+        for cg in &rule.cap_grant {
+            let parsed: Vec<IpNet> = cg.dsts.iter().filter_map(|d| d.parse::<IpNet>().ok()).collect();
+            let mut matching: Vec<IpNet> = Vec::new();
+            for d in &parsed {
+                for a in &self.addrs {
+                    if d.contains(a) {
+                        matching.push(IpNet::from(*a));
                     }
                 }
-                if !grants.is_empty() {
-                    out.push(FilterRule { src_ips: rule.src_ips, dst_ports: Vec::new(), ip_proto: Vec::new(), cap_grant: grants });
-                }
-                continue;
             }
-            let dst_ports: Vec<NetPortRange> = rule
-                .dst_ports
-                .iter()
-                .filter(|d| {
-                    let Some(set) = parse_pattern(&d.ip) else {
-                        return false;
-                    };
-                    addrs.iter().any(|a| set.contains(*a))
-                        || subnets.iter().any(|r| set.overlaps_prefix(r))
-                        || (exit && set.is_subset_of(&internet))
-                })
-                .cloned()
-                .collect();
-            if !dst_ports.is_empty() {
-                out.push(FilterRule { dst_ports, ..rule });
+            for d in &parsed {
+                for r in self.subnets {
+                    if d.contains(r) || r.contains(d) {
+                        matching.push(*d);
+                    }
+                }
+            }
+            if !matching.is_empty() {
+                matching.sort_by(prefix_order);
+                matching.dedup();
+                grants.push(CapGrant { dsts: matching.iter().map(|p| p.to_string()).collect(), cap_map: cg.cap_map.clone() });
             }
         }
-        out
+        (!grants.is_empty()).then(|| FilterRule {
+            src_ips: rule.src_ips.clone(),
+            dst_ports: Vec::new(),
+            ip_proto: Vec::new(),
+            cap_grant: grants,
+        })
     }
 }
 
@@ -649,6 +825,7 @@ fn prefix_order(a: &IpNet, b: &IpNet) -> std::cmp::Ordering {
 
 /// Merges network rules with identical sources and protocols (destinations concatenated in
 /// order); capability rules pass through untouched.
+#[cfg(test)]
 fn merge_rules(rules: Vec<FilterRule>) -> Vec<FilterRule> {
     let mut out: Vec<FilterRule> = Vec::new();
     let mut index: BTreeMap<(Vec<String>, Vec<u8>), usize> = BTreeMap::new();

@@ -47,7 +47,29 @@ fn value_addr(v6: bool, v: u128) -> IpAddr {
 }
 
 fn insert(ranges: &mut Vec<(u128, u128)>, first: u128, last: u128) {
+    // Sets are mostly built in ascending order (nodes by address), so appending at or after
+    // the last range is the common case; anything else re-sorts and re-merges.
+    match ranges.last_mut() {
+        None => {
+            ranges.push((first, last));
+            return;
+        }
+        Some(prev) if first > prev.1.saturating_add(1) => {
+            ranges.push((first, last));
+            return;
+        }
+        Some(prev) if first >= prev.0 => {
+            prev.1 = prev.1.max(last);
+            return;
+        }
+        Some(_) => {}
+    }
     ranges.push((first, last));
+    normalize(ranges);
+}
+
+/// Sorts ranges and merges the overlapping or adjacent ones.
+fn normalize(ranges: &mut Vec<(u128, u128)>) {
     ranges.sort_unstable();
     let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
     for &(a, b) in ranges.iter() {
@@ -145,11 +167,15 @@ impl IpSet {
 
     /// Adds every address of another set.
     pub fn extend(&mut self, other: &IpSet) {
-        for &(a, b) in &other.v4 {
-            insert(&mut self.v4, a, b);
-        }
-        for &(a, b) in &other.v6 {
-            insert(&mut self.v6, a, b);
+        for (mine, theirs) in [(&mut self.v4, &other.v4), (&mut self.v6, &other.v6)] {
+            match theirs.as_slice() {
+                [] => {}
+                [(a, b)] => insert(mine, *a, *b),
+                _ => {
+                    mine.extend_from_slice(theirs);
+                    normalize(mine);
+                }
+            }
         }
     }
 
@@ -162,14 +188,20 @@ impl IpSet {
     pub fn contains(&self, addr: IpAddr) -> bool {
         let (v6, v) = addr_value(addr);
         let ranges = if v6 { &self.v6 } else { &self.v4 };
-        ranges.iter().any(|&(a, b)| a <= v && v <= b)
+        // Ranges are sorted and disjoint: the only candidate is the last one starting at or
+        // before `v`.
+        let i = ranges.partition_point(|&(a, _)| a <= v);
+        i > 0 && v <= ranges[i - 1].1
     }
 
     /// Whether any address of `net` is in the set.
     pub fn overlaps_prefix(&self, net: &IpNet) -> bool {
         let (v6, first, last) = prefix_bounds(net);
         let ranges = if v6 { &self.v6 } else { &self.v4 };
-        ranges.iter().any(|&(a, b)| a <= last && first <= b)
+        // Sorted and disjoint, so range ends ascend too: the first range ending at or after
+        // `first` is the only one that can overlap.
+        let i = ranges.partition_point(|&(_, b)| b < first);
+        ranges.get(i).is_some_and(|&(a, _)| a <= last)
     }
 
     /// Whether every address of this set is in `other`.

@@ -52,14 +52,17 @@ async fn interactive_login_rename_and_delete_reach_clients() -> anyhow::Result<(
     assert_eq!(tailwarden_e2e::ipv4_of(&server.node("rs3")?), Some(ip3));
     eventually("rs1 sees rs3", Duration::from_secs(10), || async { rs1.peer_by_name("rs3").await.ok().flatten().is_some() }).await?;
 
-    // Delete: the node disappears from its peers' maps.
+    // Delete: the node disappears from its peers' maps. Its client is stopped first: a running client whose key
+    // is reusable would simply register again (as with Headscale) and take the freed address.
+    assert!(rs2.shutdown(Some(Duration::from_secs(5))).await);
     server.cli(&["nodes", "delete", "-i", &id2])?;
     eventually("rs2 removed from rs1's map", Duration::from_secs(10), || async {
         rs1.peer_by_tailnet_ip(ip2.into()).await.ok().flatten().is_none()
     })
     .await?;
+    assert!(rs1.peer_by_name("renamed").await?.is_none());
+    assert!(server.nodes()?.iter().all(|n| n["givenName"] != "renamed"));
     rs1.shutdown(Some(Duration::from_secs(2))).await;
-    rs2.shutdown(Some(Duration::from_secs(2))).await;
     rs3.shutdown(Some(Duration::from_secs(2))).await;
     Ok(())
 }
