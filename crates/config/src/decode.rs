@@ -228,6 +228,7 @@ impl<'a> Decoder<'a> {
         self.secret("cli.api_key", &mut cfg.cli.api_key);
         self.duration("cli.timeout", &mut cfg.cli.timeout);
         self.boolean("cli.insecure", &mut cfg.cli.insecure);
+        self.duration("tuning.batch_change_delay", &mut cfg.batch_change_delay);
 
         // Extensions whose defaults depend on other keys.
         let mut self_signed = None;

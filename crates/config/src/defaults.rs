@@ -155,6 +155,7 @@ impl Config {
                 timeout: Duration::from_secs(5),
                 insecure: false,
             },
+            batch_change_delay: Duration::from_millis(100),
         }
     }
 }

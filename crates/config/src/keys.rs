@@ -196,7 +196,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("cli.timeout", Scalar),
     key("cli.insecure", Scalar),
     ignored("tuning.notifier_send_timeout", Scalar, TUNING, NoteWhen::Present),
-    ignored("tuning.batch_change_delay", Scalar, TUNING, NoteWhen::Present),
+    key("tuning.batch_change_delay", Scalar),
     ignored("tuning.node_mapsession_buffered_chan_size", Scalar, TUNING, NoteWhen::Present),
     ignored("tuning.batcher_workers", Scalar, TUNING, NoteWhen::Present),
     ignored("tuning.register_cache_expiration", Scalar, TUNING, NoteWhen::Present),

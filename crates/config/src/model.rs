@@ -71,6 +71,9 @@ pub struct Config {
     pub randomize_client_port: bool,
     /// `cli`: how the CLI reaches a remote server.
     pub cli: CliConfig,
+    /// `tuning.batch_change_delay`: how long the server collects changes before sending them to clients, so a
+    /// burst reaches each client as one message. Headscale's default is 800ms; tailwarden's is 100ms.
+    pub batch_change_delay: Duration,
 }
 
 /// `noise.*`

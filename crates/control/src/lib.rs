@@ -19,7 +19,7 @@ mod settings;
 mod tailnet;
 
 pub use error::ControlError;
-pub use settings::{DnsSettings, PolicySource, Settings};
+pub use settings::{DEFAULT_COALESCE_WINDOW, DnsSettings, PolicySource, Settings};
 pub use tailnet::{NodeView, TAGGED_DEVICES_USER_ID};
 
 use std::collections::BTreeMap;
@@ -52,7 +52,9 @@ impl Control {
                 let policy = tailwarden_policy::Policy::parse(&stored.data)?;
                 tailnet.set_policy(Some(policy), &stored.data, &control.settings);
             }
-            control.tailnets_lock().insert(tenant.id, Arc::new(tailnet));
+            let tailnet = Arc::new(tailnet);
+            tailnet.spawn_flusher(control.settings.clone());
+            control.tailnets_lock().insert(tenant.id, tailnet);
         }
         Ok(control)
     }
@@ -84,7 +86,12 @@ impl Control {
             return Ok(t.clone());
         }
         let loaded = Arc::new(Tailnet::load(&self.store, tenant).await?);
-        Ok(self.tailnets_lock().entry(tenant).or_insert(loaded).clone())
+        let mut tailnets = self.tailnets_lock();
+        let tailnet = tailnets.entry(tenant).or_insert_with(|| {
+            loaded.spawn_flusher(self.settings.clone());
+            loaded
+        });
+        Ok(tailnet.clone())
     }
 
     /// Whether a DERP client with this node key may connect: a known node whose key has not expired.

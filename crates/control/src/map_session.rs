@@ -65,7 +65,7 @@ impl Control {
         let first = match encode_message(&first, compression) {
             Ok(f) => Bytes::from(f),
             Err(e) => {
-                tailnet.close_session(id, session.id);
+                tailnet.close_session(id, session.id, &self.settings);
                 return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
             }
         };
@@ -127,7 +127,7 @@ impl MapStream<'_> {
                 _ = sleep_until(next_keep_alive), if self.keep_alive => out = keep_alive_frame.clone(),
             }
         }
-        if let Some(seen) = self.tailnet.close_session(self.node, session.id)
+        if let Some(seen) = self.tailnet.close_session(self.node, session.id, &self.control.settings)
             && let Err(e) = self.control.store.tenant(self.tailnet.tenant).set_last_seen(self.node, seen).await
         {
             tracing::warn!(node = %self.node, error = %e, "recording last-seen failed");

@@ -26,7 +26,14 @@ pub struct Settings {
     pub keep_alive_interval: Duration,
     /// Where the policy lives.
     pub policy_source: PolicySource,
+    /// How long changes are collected before they are sent, so a burst reaches each client as one message
+    /// (`tuning.batch_change_delay`; zero sends each change at once).
+    pub map_coalesce_window: Duration,
 }
+
+/// The default coalescing window: long enough to fold a burst of joins or a policy reload into one message per
+/// client, short enough to stay well under a human's notice.
+pub const DEFAULT_COALESCE_WINDOW: Duration = Duration::from_millis(100);
 
 /// Where the tailnet policy comes from (`policy.mode`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -73,6 +80,7 @@ impl Settings {
             randomize_client_port: false,
             keep_alive_interval: Duration::from_secs(50),
             policy_source: PolicySource::Database,
+            map_coalesce_window: DEFAULT_COALESCE_WINDOW,
         }
     }
 }

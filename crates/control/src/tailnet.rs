@@ -1,10 +1,13 @@
 //! One tenant's tailnet in memory: its nodes, users and open map sessions, and the fan-out of changes.
 //!
-//! Every change is applied here after the store has committed it, turned into one delta message, encoded once per
-//! compression mode and queued to each affected session. Queues are bounded: a session that falls behind loses its
-//! queued deltas and receives a fresh full map instead, so a slow client never blocks the others.
+//! Every change is applied here after the store has committed it. The compiled policy says which nodes see the
+//! changed node and whose packet filter may differ, so a change costs the number of sessions it concerns, not the
+//! size of the tailnet. Changes are not sent at once: each affected session collects them for a short window
+//! (`Settings::map_coalesce_window`), then every session with the same collected changes gets the same message,
+//! encoded and compressed once. Queues are bounded: a session that falls behind loses its queued deltas and receives
+//! a fresh full map instead, so a slow client never blocks the others.
 
-use crate::policy_view::{self, NodeGrants, PolicyView};
+use crate::policy_view::{self, Impact, NodeGrants, PolicyView};
 use crate::render::{self, now_ms};
 use crate::{ControlError, Settings};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -84,8 +87,9 @@ struct SessionHandle {
     tx: mpsc::Sender<Frame>,
     lagged: Arc<AtomicBool>,
     wake: Arc<Notify>,
-    /// What the client was last sent: the base for its next delta.
-    grants: NodeGrants,
+    /// The packet filter and SSH policy the client was last sent: the base for its next delta.
+    filter: Vec<tailwarden_wire::FilterRule>,
+    ssh: Option<serde_json::Value>,
 }
 
 /// The receiving end of a map session.
@@ -109,12 +113,41 @@ struct State {
     policy: PolicyView,
     /// The policy's source text, as `policy get` shows it.
     policy_text: String,
+    /// Changes collected for the next flush, per session.
+    pending: HashMap<NodeId, Pending>,
+    /// The changes `Pending::events` refer to.
+    events: Vec<Event>,
+}
+
+/// A change to one node as its viewers receive it.
+#[derive(Clone, Debug)]
+enum Event {
+    /// The node became visible or changed: send it whole.
+    Changed(NodeId),
+    /// The node is gone from the viewer's map.
+    Removed(NodeId),
+    /// Small field changes (endpoints, DERP home, online).
+    Patch(PeerChange),
+}
+
+/// What one session is owed at the next flush.
+#[derive(Default)]
+struct Pending {
+    /// Changes to nodes it sees, in order, as indexes into `State::events`. Sessions that collected the same list get
+    /// the same message.
+    events: Vec<usize>,
+    /// Its packet filter or SSH policy may have changed.
+    recheck: bool,
+    /// Its own node changed.
+    self_changed: bool,
 }
 
 /// A tenant's tailnet.
 pub(crate) struct Tailnet {
     pub tenant: TenantId,
     state: Mutex<State>,
+    /// Signalled when changes are pending.
+    dirty: Arc<Notify>,
 }
 
 /// Encodes a message at most once per compression mode.
@@ -154,7 +187,22 @@ impl Tailnet {
             state.by_key.insert(entry.node_key, entry.record.id);
             state.nodes.insert(entry.record.id, entry);
         }
-        Ok(Tailnet { tenant, state: Mutex::new(state) })
+        Ok(Tailnet { tenant, state: Mutex::new(state), dirty: Arc::new(Notify::new()) })
+    }
+
+    /// Starts the task that sends collected changes: `window` after the first change of a burst, everything collected
+    /// goes out together. It ends when the tailnet is dropped.
+    pub fn spawn_flusher(self: &Arc<Self>, settings: Settings) {
+        let weak = Arc::downgrade(self);
+        let dirty = self.dirty.clone();
+        tokio::spawn(async move {
+            loop {
+                dirty.notified().await;
+                tokio::time::sleep(settings.map_coalesce_window).await;
+                let Some(tailnet) = weak.upgrade() else { return };
+                tailnet.flush(&settings);
+            }
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -194,7 +242,11 @@ impl Tailnet {
     pub fn upsert_user(&self, user: UserRecord, settings: &Settings) {
         let mut st = self.lock();
         st.users.insert(user.id, user);
-        Self::recompile_and_resync(&mut st, None, settings);
+        let old = st.policy.clone();
+        let State { nodes, users, policy, .. } = &mut *st;
+        policy.rebuild(nodes, users);
+        Self::resync_everyone(&mut st, &old, None, settings);
+        self.changed(&mut st, settings);
     }
 
     /// Forgets a deleted user (the store refuses to delete users that still own nodes).
@@ -202,17 +254,158 @@ impl Tailnet {
         self.lock().users.remove(&id);
     }
 
-    /// Sends `msg` to the sessions that currently see `subject`.
-    fn send_to_viewers(st: &State, subject: NodeId, msg: &MapResponse) {
-        let mut enc = EncodeOnce::new(msg);
-        for (node, session) in &st.sessions {
-            if *node != subject
-                && session.grants.peers.contains(&subject)
-                && let Some(frame) = enc.frame(session.compression)
+    /// Queues `event` to every session that sees `subject` (`viewers`).
+    fn queue_event(st: &mut State, viewers: &[NodeId], event: Event) {
+        let index = st.events.len();
+        let mut used = false;
+        for v in viewers {
+            if st.sessions.contains_key(v) {
+                st.pending.entry(*v).or_default().events.push(index);
+                used = true;
+            }
+        }
+        if used {
+            st.events.push(event);
+        }
+    }
+
+    /// Marks sessions whose packet filter or SSH policy may have changed.
+    fn queue_recheck(st: &mut State, nodes: impl IntoIterator<Item = NodeId>) {
+        for n in nodes {
+            if st.sessions.contains_key(&n) {
+                st.pending.entry(n).or_default().recheck = true;
+            }
+        }
+    }
+
+    /// Sends what was collected now (no window) or wakes the flusher.
+    fn changed(&self, st: &mut State, settings: &Settings) {
+        if st.pending.is_empty() {
+            return;
+        }
+        if settings.map_coalesce_window.is_zero() {
+            Self::flush_locked(st, settings);
+        } else {
+            self.dirty.notify_one();
+        }
+    }
+
+    /// Sends every session what it collected.
+    pub fn flush(&self, settings: &Settings) {
+        Self::flush_locked(&mut self.lock(), settings);
+    }
+
+    fn flush_locked(st: &mut State, settings: &Settings) {
+        let now = OffsetDateTime::now_utc();
+        let pending = std::mem::take(&mut st.pending);
+        let events = std::mem::take(&mut st.events);
+        let mut shared: HashMap<(Compression, Vec<usize>), Option<Frame>> = HashMap::new();
+        for (id, p) in pending {
+            let Some(session) = st.sessions.get(&id) else { continue };
+            if !(p.recheck || p.self_changed) {
+                // Only changes to other nodes: every session that collected the same ones shares one encoding.
+                if p.events.is_empty() {
+                    continue;
+                }
+                let key = (session.compression, p.events);
+                let frame = match shared.get(&key) {
+                    Some(f) => f.clone(),
+                    None => {
+                        let msg = Self::events_message(st, &events, &key.1, settings, now);
+                        let frame = EncodeOnce::new(&msg).frame(key.0);
+                        shared.insert(key, frame.clone());
+                        frame
+                    }
+                };
+                if let Some(frame) = frame {
+                    deliver(session, frame);
+                }
+                continue;
+            }
+            // Its own view changed too: one message of its own, so peers and the filter that admits them arrive
+            // together.
+            let mut msg = Self::events_message(st, &events, &p.events, settings, now);
+            if p.recheck {
+                let (filter, ssh) = st.policy.filter_and_ssh(id, &settings.server_url);
+                if let Some(session) = st.sessions.get_mut(&id) {
+                    if filter != session.filter {
+                        msg.packet_filter = Some(filter.clone());
+                        session.filter = filter;
+                    }
+                    if ssh != session.ssh {
+                        msg.ssh_policy = Some(ssh.clone().unwrap_or_else(|| serde_json::json!({ "rules": [] })));
+                        session.ssh = ssh;
+                    }
+                }
+            }
+            if p.self_changed
+                && let Some(me) = st.nodes.get(&id)
+            {
+                let node = Self::self_node(st, me, settings, now);
+                if !msg.user_profiles.iter().any(|u| u.id == node.user) {
+                    msg.user_profiles.push(render::user_profile(node.user, &st.users));
+                }
+                msg.node = Some(node);
+            }
+            let empty = msg.peers_changed.is_empty()
+                && msg.peers_removed.is_empty()
+                && msg.peers_changed_patch.is_empty()
+                && msg.packet_filter.is_none()
+                && msg.ssh_policy.is_none()
+                && msg.node.is_none();
+            if !empty
+                && let Some(session) = st.sessions.get(&id)
+                && let Some(frame) = EncodeOnce::new(&msg).frame(session.compression)
             {
                 deliver(session, frame);
             }
         }
+    }
+
+    /// One message for a list of events: the last word on each node wins, and patches to nodes sent whole or
+    /// removed are dropped.
+    fn events_message(st: &State, events: &[Event], list: &[usize], settings: &Settings, now: OffsetDateTime) -> MapResponse {
+        enum Last {
+            Changed,
+            Removed,
+        }
+        let mut last: BTreeMap<NodeId, Last> = BTreeMap::new();
+        let mut patches: BTreeMap<NodeId, PeerChange> = BTreeMap::new();
+        for e in list.iter().filter_map(|&i| events.get(i)) {
+            match e {
+                Event::Changed(n) => {
+                    last.insert(*n, Last::Changed);
+                    patches.remove(n);
+                }
+                Event::Removed(n) => {
+                    last.insert(*n, Last::Removed);
+                    patches.remove(n);
+                }
+                Event::Patch(p) => {
+                    let n = NodeId(p.node_id);
+                    if last.contains_key(&n) {
+                        continue;
+                    }
+                    match patches.get_mut(&n) {
+                        Some(have) => merge_patch(have, p),
+                        None => {
+                            patches.insert(n, p.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let mut msg = MapResponse::default();
+        for (n, what) in last {
+            match (what, st.nodes.get(&n)) {
+                (Last::Changed, Some(entry)) => msg.peers_changed.push(render::node(entry, settings, false, now)),
+                _ => msg.peers_removed.push(n.0),
+            }
+        }
+        msg.peers_changed_patch = patches.into_values().collect();
+        let profile_ids: BTreeSet<i64> = msg.peers_changed.iter().map(|n| n.user).collect();
+        msg.user_profiles = profile_ids.into_iter().map(|u| render::user_profile(u, &st.users)).collect();
+        msg
     }
 
     /// The self node as its owner sees it, with the policy's node attributes.
@@ -222,65 +415,59 @@ impl Tailnet {
         node
     }
 
-    /// Recompiles the policy against the current nodes and users, then sends every session the difference between
-    /// what it has and what it should have: peers added or removed, a new packet filter or SSH policy. `changed`
-    /// names a node whose own rendering changed: sessions that keep seeing it get it again, and its own session
-    /// gets its new self node.
-    fn recompile_and_resync(st: &mut State, changed: Option<NodeId>, settings: &Settings) {
-        let now = OffsetDateTime::now_utc();
-        let State { nodes, users, sessions, policy, .. } = st;
-        policy.rebuild(nodes, users);
-        for (id, session) in sessions.iter_mut() {
-            let new = policy.grants(*id, nodes, &settings.server_url);
-            let old = &session.grants;
-            let mut resend: Vec<NodeId> = new.peers.difference(&old.peers).copied().collect();
+    /// Queues, for every session, the difference between what `old` gave it and what the current policy gives it:
+    /// peers added or removed, and a check of its packet filter and SSH policy. `changed` names a node whose own
+    /// rendering changed: sessions that keep seeing it get it again, and its own session gets its new self node.
+    fn resync_everyone(st: &mut State, old: &PolicyView, changed: Option<NodeId>, settings: &Settings) {
+        let _ = settings;
+        let sessions: Vec<NodeId> = st.sessions.keys().copied().collect();
+        let mut changed_events: HashMap<NodeId, usize> = HashMap::new();
+        let mut removed_events: HashMap<NodeId, usize> = HashMap::new();
+        for id in sessions {
+            let before: BTreeSet<NodeId> = old.peers_of(id, &st.nodes).into_iter().collect();
+            let after: BTreeSet<NodeId> = st.policy.peers_of(id, &st.nodes).into_iter().collect();
+            let mut resend: Vec<NodeId> = after.difference(&before).copied().collect();
             if let Some(c) = changed
-                && c != *id
-                && old.peers.contains(&c)
-                && new.peers.contains(&c)
+                && c != id
+                && before.contains(&c)
+                && after.contains(&c)
             {
                 resend.push(c);
             }
-            resend.sort();
-            let mut msg = MapResponse {
-                peers_changed: resend.iter().filter_map(|p| nodes.get(p)).map(|n| render::node(n, settings, false, now)).collect(),
-                peers_removed: old.peers.difference(&new.peers).map(|p| p.0).collect(),
-                ..Default::default()
-            };
-            let mut profile_ids: BTreeSet<i64> = msg.peers_changed.iter().map(|n| n.user).collect();
-            if new.filter != old.filter {
-                msg.packet_filter = Some(new.filter.clone());
+            let mut list = Vec::new();
+            for n in resend {
+                let e = *changed_events.entry(n).or_insert_with(|| {
+                    st.events.push(Event::Changed(n));
+                    st.events.len() - 1
+                });
+                list.push(e);
             }
-            if new.ssh != old.ssh {
-                msg.ssh_policy = Some(new.ssh.clone().unwrap_or_else(|| serde_json::json!({ "rules": [] })));
+            for &n in before.difference(&after) {
+                let e = *removed_events.entry(n).or_insert_with(|| {
+                    st.events.push(Event::Removed(n));
+                    st.events.len() - 1
+                });
+                list.push(e);
             }
-            if changed == Some(*id)
-                && let Some(me) = nodes.get(id)
-            {
-                let mut node = render::node(me, settings, true, now);
-                node.cap_map.extend(policy.self_caps(*id));
-                profile_ids.insert(node.user);
-                msg.node = Some(node);
+            let p = st.pending.entry(id).or_default();
+            p.events.extend(list);
+            p.recheck = true;
+            if changed == Some(id) {
+                p.self_changed = true;
             }
-            msg.user_profiles = profile_ids.into_iter().map(|u| render::user_profile(u, users)).collect();
-            let empty = msg.peers_changed.is_empty()
-                && msg.peers_removed.is_empty()
-                && msg.packet_filter.is_none()
-                && msg.ssh_policy.is_none()
-                && msg.node.is_none();
-            if !empty && let Some(frame) = EncodeOnce::new(&msg).frame(session.compression) {
-                deliver(session, frame);
-            }
-            session.grants = new;
         }
     }
 
     /// Replaces the policy (`None`: allow all) and updates every session.
     pub fn set_policy(&self, policy: Option<tailwarden_policy::Policy>, text: &str, settings: &Settings) {
         let mut st = self.lock();
+        let old = st.policy.clone();
         st.policy.replace(policy);
         st.policy_text = text.to_string();
-        Self::recompile_and_resync(&mut st, None, settings);
+        let State { nodes, users, policy, .. } = &mut *st;
+        policy.rebuild(nodes, users);
+        Self::resync_everyone(&mut st, &old, None, settings);
+        self.changed(&mut st, settings);
     }
 
     /// What node `id` is given under the current policy (for administrators' debugging).
@@ -316,21 +503,87 @@ impl Tailnet {
             st.by_key.remove(&old_key);
         }
         st.by_key.insert(entry.node_key, id);
-        st.nodes.insert(id, entry);
-        Self::recompile_and_resync(&mut st, Some(id), settings);
+        let old = st.nodes.insert(id, entry);
+        Self::node_updated(&mut st, id, old.as_ref(), settings);
+        self.changed(&mut st, settings);
+    }
+
+    /// Works out what node `id`'s change means, after `st.nodes` holds its new state (`old`: its state before, `None`
+    /// for a new node): the policy is updated in place, sessions that see it (before or after) get it whole or lose
+    /// it, sessions whose filter may differ re-check it, and its own session gets its new peers and self node.
+    fn node_updated(st: &mut State, id: NodeId, old: Option<&NodeEntry>, settings: &Settings) {
+        let Some(new) = st.nodes.get(&id).cloned() else { return };
+        let model = |e: &NodeEntry| {
+            let mut n = policy_view::policy_node(e);
+            n.name.clear();
+            n
+        };
+        let relevant = old.is_none_or(|o| model(o) != model(&new));
+        let before = if old.is_some() { st.policy.peers_of(id, &st.nodes) } else { Vec::new() };
+        if relevant {
+            let snapshot = st.policy.recompiles_for(&new).then(|| st.policy.clone());
+            match st.policy.apply_node(&new) {
+                Impact::Everyone => {
+                    let old_view = snapshot.unwrap_or_else(|| st.policy.clone());
+                    Self::resync_everyone(st, &old_view, Some(id), settings);
+                    return;
+                }
+                Impact::Nodes(list) => Self::queue_recheck(st, list),
+            }
+        }
+        let after = st.policy.peers_of(id, &st.nodes);
+        Self::queue_visibility(st, id, &before, &after);
+    }
+
+    /// Queues node `id` (whose rendering changed) to the sessions that see it, its removal to those that stopped
+    /// seeing it, and to its own session the peers it gained or lost.
+    fn queue_visibility(st: &mut State, id: NodeId, before: &[NodeId], after: &[NodeId]) {
+        let (b, a): (BTreeSet<NodeId>, BTreeSet<NodeId>) = (before.iter().copied().collect(), after.iter().copied().collect());
+        Self::queue_event(st, after, Event::Changed(id));
+        let gone: Vec<NodeId> = b.difference(&a).copied().collect();
+        Self::queue_event(st, &gone, Event::Removed(id));
+        if st.sessions.contains_key(&id) {
+            let mut list = Vec::new();
+            for &n in a.difference(&b) {
+                st.events.push(Event::Changed(n));
+                list.push(st.events.len() - 1);
+            }
+            for &n in &gone {
+                st.events.push(Event::Removed(n));
+                list.push(st.events.len() - 1);
+            }
+            let p = st.pending.entry(id).or_default();
+            p.events.extend(list);
+            p.recheck = true;
+            p.self_changed = true;
+        }
     }
 
     /// Forgets a deleted node, ends its session and removes it from every peer's map.
     pub fn remove_node(&self, id: NodeId, settings: &Settings) -> Option<NodeEntry> {
         let mut st = self.lock();
+        if !st.nodes.contains_key(&id) {
+            return None;
+        }
+        let before = st.policy.peers_of(id, &st.nodes);
+        let snapshot = st.policy.recompiles_removing(id).then(|| st.policy.clone());
         let removed = st.nodes.remove(&id);
         if let Some(r) = &removed {
             st.by_key.remove(&r.node_key);
         }
         st.sessions.remove(&id);
-        if removed.is_some() {
-            Self::recompile_and_resync(&mut st, None, settings);
+        st.pending.remove(&id);
+        match st.policy.remove_node(id) {
+            Impact::Everyone => {
+                let old_view = snapshot.unwrap_or_else(|| st.policy.clone());
+                Self::resync_everyone(&mut st, &old_view, None, settings);
+            }
+            Impact::Nodes(list) => {
+                Self::queue_recheck(&mut st, list);
+                Self::queue_event(&mut st, &before, Event::Removed(id));
+            }
         }
+        self.changed(&mut st, settings);
         removed
     }
 
@@ -346,6 +599,7 @@ impl Tailnet {
         settings: &Settings,
     ) -> bool {
         let mut st = self.lock();
+        let old = st.nodes.get(&id).cloned();
         let Some(entry) = st.nodes.get_mut(&id) else { return false };
         entry.cap = cap;
         let mut patch = PeerChange { node_id: id.0, ..Default::default() };
@@ -381,11 +635,13 @@ impl Tailnet {
             entry.hostinfo = h;
         }
         if full_change {
-            // Hostinfo can change what the policy grants (advertised routes), so recompute everyone's view.
-            Self::recompile_and_resync(&mut st, Some(id), settings);
+            // Hostinfo can change what the policy grants (advertised routes): treat it like any node change.
+            Self::node_updated(&mut st, id, old.as_ref(), settings);
         } else if patched {
-            Self::send_to_viewers(&st, id, &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
+            let viewers = st.policy.peers_of(id, &st.nodes);
+            Self::queue_event(&mut st, &viewers, Event::Patch(patch));
         }
+        self.changed(&mut st, settings);
         full_change || patched
     }
 
@@ -407,15 +663,19 @@ impl Tailnet {
         let wake = Arc::new(Notify::new());
         let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
         let first = Self::full_map_locked(&st, id, &grants, settings, now)?;
+        let NodeGrants { filter, ssh, .. } = grants;
         st.sessions.insert(
             id,
-            SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), wake: wake.clone(), grants },
+            SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), wake: wake.clone(), filter, ssh },
         );
+        st.pending.remove(&id);
         let entry = st.nodes.get_mut(&id)?;
         let was_online = std::mem::replace(&mut entry.online, true);
         if !was_online {
             let patch = PeerChange { node_id: id.0, online: Some(true), ..Default::default() };
-            Self::send_to_viewers(&st, id, &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
+            let viewers = st.policy.peers_of(id, &st.nodes);
+            Self::queue_event(&mut st, &viewers, Event::Patch(patch));
+            self.changed(&mut st, settings);
         }
         Some((SessionReceiver { id: session_id, rx, lagged, wake }, first))
     }
@@ -440,19 +700,22 @@ impl Tailnet {
         let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
         let map = Self::full_map_locked(&st, id, &grants, settings, OffsetDateTime::now_utc())?;
         if let Some(session) = st.sessions.get_mut(&id) {
-            session.grants = grants;
+            session.filter = grants.filter;
+            session.ssh = grants.ssh;
+            st.pending.remove(&id);
         }
         Some(map)
     }
 
     /// Ends session `session_id` of `id` if it is still the current one; the node goes offline. Returns the time
     /// to record as last seen, if the node went offline.
-    pub fn close_session(&self, id: NodeId, session_id: u64) -> Option<i64> {
+    pub fn close_session(&self, id: NodeId, session_id: u64, settings: &Settings) -> Option<i64> {
         let mut st = self.lock();
         if st.sessions.get(&id).is_none_or(|s| s.id != session_id) {
             return None;
         }
         st.sessions.remove(&id);
+        st.pending.remove(&id);
         let now = now_ms();
         let entry = st.nodes.get_mut(&id)?;
         entry.online = false;
@@ -463,7 +726,9 @@ impl Tailnet {
             last_seen: render::ms_to_time(now),
             ..Default::default()
         };
-        Self::send_to_viewers(&st, id, &MapResponse { peers_changed_patch: vec![patch], ..Default::default() });
+        let viewers = st.policy.peers_of(id, &st.nodes);
+        Self::queue_event(&mut st, &viewers, Event::Patch(patch));
+        self.changed(&mut st, settings);
         Some(now)
     }
 
@@ -495,6 +760,32 @@ fn deliver(session: &SessionHandle, frame: Frame) {
         // Full (or closing): drop the backlog; the session sends a complete map next.
         session.lagged.store(true, Ordering::Relaxed);
         session.wake.notify_one();
+    }
+}
+
+/// Folds a later patch into an earlier one for the same node: fields the later one sets win.
+fn merge_patch(have: &mut PeerChange, later: &PeerChange) {
+    let later = later.clone();
+    if later.key.is_some() {
+        have.key = later.key;
+    }
+    if later.key_expiry.is_some() {
+        have.key_expiry = later.key_expiry;
+    }
+    if later.derp_region.is_some() {
+        have.derp_region = later.derp_region;
+    }
+    if later.endpoints.is_some() {
+        have.endpoints = later.endpoints;
+    }
+    if later.disco_key.is_some() {
+        have.disco_key = later.disco_key;
+    }
+    if later.online.is_some() {
+        have.online = later.online;
+    }
+    if later.last_seen.is_some() {
+        have.last_seen = later.last_seen;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Policy compilation at tailnet scale: a seeded, generated tailnet and policy (2,000 acl
 //! rules, 200 groups, 100 tags) compiled, then every node's packet filter and peer set derived,
-//! then the cost of re-deriving after one node changes.
+//! then the cost of applying one node change in place and re-deriving the affected nodes'
+//! filters and peers.
 //!
 //! `cargo bench -p tailwarden-policy --bench compile -- [NODES ...]` (default: 1000 2000 5000
 //! 10000). Each "every node" phase stops after a time budget (`TW_BENCH_BUDGET_SECS`, default
@@ -9,7 +10,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use tailwarden_policy::{CompiledPolicy, Node, Policy, Tailnet, User};
+use tailwarden_policy::{Affected, CompiledPolicy, Node, Policy, Tailnet, User};
 
 const RULES: usize = 2_000;
 const GROUPS: usize = 200;
@@ -205,19 +206,43 @@ fn run(nodes: usize, budget: Duration) -> Vec<String> {
     let mut peer_count = 0usize;
     let peers = Phase::per_item(nodes, budget, |i| peer_count += std::hint::black_box(compiled.peers(i)).len());
 
-    // One node changes: an untagged node in the middle of the tailnet gets tagged. The API has no
-    // incremental entry point, so re-deriving means a full `CompiledPolicy::new` plus the changed
-    // node's own filter and peers (every other node's filter may change too; not included).
+    // One node changes: an untagged node in the middle of the tailnet gets tagged. The change
+    // is applied in place, then the affected nodes' filters and peers are re-derived.
     let changed = (nodes / 2..nodes).find(|&i| !net.nodes[i].is_tagged()).unwrap_or(0);
-    let mut net2 = net.clone();
-    net2.nodes[changed].user = None;
-    net2.nodes[changed].tags = vec!["tag:t7".into()];
-    let mut after = None;
-    let recompile = Phase::once(|| after = Some(CompiledPolicy::new(&policy, &net2)));
-    let after = after.expect("set above");
+    let mut node = net.nodes[changed].clone();
+    node.user = None;
+    node.tags = vec!["tag:t7".into()];
+    let mut after = compiled.clone();
+    let mut affected = 0usize;
     let one = Phase::once(|| {
-        std::hint::black_box(after.filter_for(changed));
-        std::hint::black_box(after.peers(changed));
+        let touched = match after.update_node(node) {
+            Affected::Nodes(list) => list,
+            Affected::All => (0..nodes).collect(),
+        };
+        affected = touched.len();
+        for &i in &touched {
+            std::hint::black_box(after.filter_for(i));
+            std::hint::black_box(after.peers(i));
+        }
+    });
+    // A node joins: a new untagged node of an existing user.
+    let mut joiner = net.nodes[changed].clone();
+    joiner.id = nodes as u64 + 1;
+    joiner.name = format!("node{}", joiner.id);
+    joiner.ipv4 = Some(std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0)) + joiner.id as u32));
+    joiner.ipv6 = Some(std::net::Ipv6Addr::from(0xfd7a_115c_a1e0_u128 << 80 | joiner.id as u128));
+    let mut joined = compiled.clone();
+    let mut join_affected = 0usize;
+    let join = Phase::once(|| {
+        let touched = match joined.update_node(joiner) {
+            Affected::Nodes(list) => list,
+            Affected::All => (0..=nodes).collect(),
+        };
+        join_affected = touched.len();
+        for &i in &touched {
+            std::hint::black_box(joined.filter_for(i));
+            std::hint::black_box(joined.peers(i));
+        }
     });
 
     vec![
@@ -227,7 +252,8 @@ fn run(nodes: usize, budget: Duration) -> Vec<String> {
         compile.cell(),
         filters.cell(),
         peers.cell(),
-        format!("{:.1}", (recompile.total + one.total).as_secs_f64() * 1e3),
+        format!("{:.2} ({affected})", one.total.as_secs_f64() * 1e3),
+        format!("{:.2} ({join_affected})", join.total.as_secs_f64() * 1e3),
         format!("{:.1}", filter_rules as f64 / filters.done as f64),
         format!("{:.0}", peer_count as f64 / peers.done as f64),
     ]
@@ -250,7 +276,8 @@ fn main() {
         "compile",
         "filter_for (all)",
         "peers (all)",
-        "1-node change",
+        "retag one node (affected)",
+        "join one node (affected)",
         "rules/node",
         "peers/node",
     ];

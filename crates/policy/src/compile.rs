@@ -5,15 +5,18 @@
 //! compiled once; rules that depend on the receiving node (`autogroup:self`, `via`) are kept
 //! in a deferred form and expanded per node.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde_json::Value;
 use tailwarden_wire::{CapGrant, FilterRule, NetPortRange, PortRange};
 
 use crate::alias::{Alias, AutoGroup};
+use crate::index::{alias_keys, has_address_alias, DependencyIndex, NodeIndex};
 use crate::ipset::{parse_pattern, IpSet};
+use crate::netmap::{Holders, Matcher, Origin};
 use crate::model::{Grant, IpSpec, Policy};
 use crate::tailnet::{is_exit_route, Node, Tailnet};
 
@@ -57,17 +60,28 @@ pub fn the_internet() -> IpSet {
     s
 }
 
+/// The node attribute that takes a node's IPv4 address away.
+const DISABLE_IPV4: &str = "disable-ipv4";
+
 /// Per-node state derived from the policy: effective routes.
 #[derive(Clone, Debug, Default)]
-struct NodeRoutes {
+pub(crate) struct NodeRoutes {
     /// Approved (or auto-approved), advertised, non-exit routes.
-    subnets: Vec<IpNet>,
+    pub(crate) subnets: Vec<IpNet>,
     /// Whether the node is an approved exit node.
-    exit: bool,
+    pub(crate) exit: bool,
+}
+
+impl NodeRoutes {
+    fn is_router(&self) -> bool {
+        self.exit || !self.subnets.is_empty()
+    }
 }
 
 #[derive(Clone, Debug)]
 struct SelfGrant {
+    /// The grant's sources that resolve, with what they resolve to.
+    src_aliases: Vec<Alias>,
     resolved_srcs: Vec<IpSet>,
     ip: Vec<IpSpec>,
     app: BTreeMap<String, Vec<Value>>,
@@ -86,45 +100,79 @@ pub(crate) struct ViaGrant {
 #[derive(Clone, Debug, Default)]
 struct CompiledGrant {
     rules: Vec<FilterRule>,
-    /// Per rule in `rules`: every address its `dst_ports` name, so a node outside it skips the
-    /// rule without parsing each destination.
-    rule_dsts: Vec<IpSet>,
-    /// Per rule in `rules`: its merge key (sources, protocols) as an index into
-    /// `merge_keys`.
-    rule_keys: Vec<usize>,
+    /// Per rule in `rules`, per destination: the addresses it names, parsed once.
+    dst_sets: Vec<Vec<Option<IpSet>>>,
+    /// Per rule in `rules`: its merge key (sources, protocols) as an index into `merge_keys`;
+    /// `None` for capability rules, which never merge.
+    rule_keys: Vec<Option<usize>>,
+    /// Per rule in `rules`: its row in the reach index.
+    rows: Vec<usize>,
+    /// Rows of the `via` expansions (one set per router).
+    via_rows: Vec<usize>,
     self_grant: Option<SelfGrant>,
     via: Option<ViaGrant>,
 }
 
+impl CompiledGrant {
+    /// A grant whose only destination is `autogroup:self`: it has no shared rules, and a
+    /// node change only moves that node in and out of its resolved sources.
+    fn is_self_only(&self) -> bool {
+        self.rules.is_empty() && self.via.is_none() && self.self_grant.is_some()
+    }
+}
+
 /// A policy compiled against one tailnet: ready to answer per-node questions.
+///
+/// Besides the compiled rules it keeps the indexes that make later node changes cheap (see
+/// [`CompiledPolicy::update_node`]): nodes by user, tag and address; grants and SSH rules by the
+/// aliases they name; and every rule's source and destination nodes.
 #[derive(Clone, Debug)]
 pub struct CompiledPolicy {
-    policy: Policy,
-    tailnet: Tailnet,
+    pub(crate) policy: Policy,
+    pub(crate) tailnet: Tailnet,
+    pub(crate) index: NodeIndex,
+    /// Every grant: the policy's `grants`, each `acls` entry as grants, or the default grant.
+    grant_defs: Vec<Grant>,
+    /// Grants by the node-selecting aliases they name.
+    pub(crate) grant_deps: DependencyIndex,
+    /// Grants naming address aliases (`*`, CIDRs, hosts): their rows hold nodes by address.
+    pub(crate) address_grants: Vec<usize>,
     approvers: Vec<(IpNet, IpSet)>,
     exit_approvers: IpSet,
     routes: Vec<NodeRoutes>,
+    /// Nodes with effective routes (subnet or exit).
+    routers: Vec<usize>,
+    subnet_strings: Vec<String>,
     grants: Vec<CompiledGrant>,
-    matchers: Vec<crate::netmap::Matcher>,
     reach: crate::netmap::Reach,
-    /// Every distinct (protocols, sources) of the shared rules, numbered, so per-node merging
-    /// compares numbers instead of source lists.
-    merge_keys: BTreeMap<Vec<u8>, BTreeMap<Vec<String>, usize>>,
-    merge_key_count: usize,
+    /// Rows of each `autogroup:self` expansion, by (grant, user).
+    self_rows: BTreeMap<(usize, u64), Vec<usize>>,
+    /// Every distinct (protocols, sources) of the shared network rules, numbered, so per-node
+    /// merging compares numbers instead of source lists.
+    merge_keys: HashMap<Vec<u8>, HashMap<Vec<String>, usize>>,
+    /// Per merge key: the (grant, rule) positions of the shared rules carrying it.
+    key_positions: Vec<BTreeSet<(usize, usize)>>,
+    /// Per merge key: its first source, to find the per-node rules that may share it.
+    key_first_src: Vec<Option<String>>,
     /// Per node: the policy attributes it carries.
     pub(crate) attrs: Vec<Vec<String>>,
+    /// The IPv4 addresses `disable-ipv4` took away, by node index.
+    dropped_v4: Vec<(usize, std::net::Ipv4Addr)>,
+    /// SSH rules with their sources and destinations resolved.
+    pub(crate) ssh: Vec<crate::ssh::ResolvedSsh>,
+    /// SSH rules by the node-selecting aliases they name.
+    pub(crate) ssh_deps: DependencyIndex,
 }
 
-struct Resolver<'a> {
+pub(crate) struct Resolver<'a> {
     policy: &'a Policy,
     tailnet: &'a Tailnet,
-    /// Each login's untagged nodes, built on first use: groups name users over and over.
-    user_index: std::cell::OnceCell<BTreeMap<&'a str, Vec<usize>>>,
+    index: &'a NodeIndex,
 }
 
 impl<'a> Resolver<'a> {
-    fn new(policy: &'a Policy, tailnet: &'a Tailnet) -> Resolver<'a> {
-        Resolver { policy, tailnet, user_index: std::cell::OnceCell::new() }
+    pub(crate) fn new(policy: &'a Policy, tailnet: &'a Tailnet, index: &'a NodeIndex) -> Resolver<'a> {
+        Resolver { policy, tailnet, index }
     }
 
     /// Whether the alias stands for nodes (rather than literal addresses).
@@ -138,26 +186,9 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// The untagged nodes of the user with this login (the first such user, as
-    /// [`Tailnet::user_by_login`] finds it).
-    fn user_nodes(&self, login: &str) -> IpSet {
-        let index = self.user_index.get_or_init(|| {
-            let mut by_id: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-            for (i, n) in self.tailnet.nodes.iter().enumerate() {
-                if let (false, Some(u)) = (n.is_tagged(), n.user) {
-                    by_id.entry(u).or_default().push(i);
-                }
-            }
-            let mut by_login: BTreeMap<&'a str, Vec<usize>> = BTreeMap::new();
-            for u in &self.tailnet.users {
-                if !by_login.contains_key(u.login.as_str()) {
-                    by_login.insert(u.login.as_str(), by_id.get(&u.id).cloned().unwrap_or_default());
-                }
-            }
-            by_login
-        });
+    fn nodes_in(&self, indexes: impl IntoIterator<Item = usize>) -> IpSet {
         let mut set = IpSet::new();
-        for &i in index.get(login).into_iter().flatten() {
+        for i in indexes {
             if let Some(n) = self.tailnet.nodes.get(i) {
                 Self::add_node(&mut set, n);
             }
@@ -165,17 +196,15 @@ impl<'a> Resolver<'a> {
         set
     }
 
-    fn nodes_where(&self, pred: impl Fn(&Node) -> bool) -> IpSet {
-        let mut set = IpSet::new();
-        for n in self.tailnet.nodes.iter().filter(|n| pred(n)) {
-            Self::add_node(&mut set, n);
-        }
-        set
+    /// The untagged nodes of the user with this login (the first such user, as
+    /// [`Tailnet::user_by_login`] finds it).
+    fn user_nodes(&self, login: &str) -> IpSet {
+        self.nodes_in(self.index.user_nodes(login))
     }
 
     /// The addresses an alias stands for; `None` when it names nothing resolvable here
     /// (`autogroup:self`, SSH-only autogroups, undefined hosts).
-    fn resolve(&self, alias: &Alias) -> Option<IpSet> {
+    pub(crate) fn resolve(&self, alias: &Alias) -> Option<IpSet> {
         Some(match alias {
             Alias::Wildcard => tailscale_addresses(),
             Alias::User(login) => self.user_nodes(login),
@@ -196,7 +225,7 @@ impl<'a> Resolver<'a> {
                 }
                 set
             }
-            Alias::Tag(t) => self.nodes_where(|n| n.tags.iter().any(|x| x == t)),
+            Alias::Tag(t) => self.nodes_in(self.index.by_tag.get(t).into_iter().flatten().copied()),
             Alias::Host(h) => {
                 let mut set = IpSet::new();
                 set.add_prefix(self.policy.hosts.get(h)?);
@@ -209,8 +238,8 @@ impl<'a> Resolver<'a> {
             }
             Alias::AutoGroup(g) => match g {
                 AutoGroup::Internet => the_internet(),
-                AutoGroup::Member => self.nodes_where(|n| !n.is_tagged()),
-                AutoGroup::Tagged => self.nodes_where(Node::is_tagged),
+                AutoGroup::Member => self.nodes_in(self.index.untagged.iter().copied()),
+                AutoGroup::Tagged => self.nodes_in(self.index.tagged.iter().copied()),
                 AutoGroup::DangerAll => {
                     let mut set = IpSet::new();
                     set.add_prefix(&net("0.0.0.0/0"));
@@ -219,14 +248,12 @@ impl<'a> Resolver<'a> {
                 }
                 AutoGroup::Admin | AutoGroup::Owner => {
                     let admin = *g == AutoGroup::Admin;
-                    let users: BTreeSet<u64> = self
-                        .tailnet
-                        .users
-                        .iter()
-                        .filter(|u| if admin { u.admin } else { u.owner })
-                        .map(|u| u.id)
-                        .collect();
-                    self.nodes_where(|n| !n.is_tagged() && n.user.is_some_and(|u| users.contains(&u)))
+                    let users = self.tailnet.users.iter().filter(|u| if admin { u.admin } else { u.owner });
+                    let mut nodes: Vec<usize> =
+                        users.flat_map(|u| self.index.by_user.get(&u.id).into_iter().flatten().copied()).collect();
+                    nodes.sort_unstable();
+                    nodes.dedup();
+                    self.nodes_in(nodes)
                 }
                 AutoGroup::SelfDevices | AutoGroup::NonRoot => return None,
             },
@@ -269,7 +296,7 @@ fn companion_rules(dst_strings: &[String], src_prefixes: &[String], app: &BTreeM
         .iter()
         .filter(|(orig, _)| app.contains_key(*orig))
         .map(|(_, companion)| FilterRule {
-            src_ips: dst_strings.to_vec(),
+            src_ips: dst_strings.to_vec().into(),
             dst_ports: Vec::new(),
             ip_proto: Vec::new(),
             cap_grant: vec![CapGrant {
@@ -279,51 +306,70 @@ fn companion_rules(dst_strings: &[String], src_prefixes: &[String], app: &BTreeM
         })
         .collect()
 }
-
 impl CompiledPolicy {
     /// Compiles `policy` (already validated) for `tailnet`. Route approval uses the nodes'
     /// approved routes plus the advertised routes the policy's `autoApprovers` allow.
     pub fn new(policy: &Policy, tailnet: &Tailnet) -> CompiledPolicy {
-        let resolver = Resolver::new(policy, tailnet);
+        let mut grant_defs: Vec<Grant> = policy.grants.clone();
+        for acl in &policy.acls {
+            grant_defs.extend(acl_to_grants(acl));
+        }
+        if !policy.has_rules {
+            // A policy with neither `acls` nor `grants` behaves like the default policy:
+            // everything may reach everything, written out as the `*` ranges.
+            grant_defs.push(Grant {
+                src: vec![Alias::Wildcard],
+                dst: vec![Alias::Wildcard],
+                ip: vec![IpSpec { proto: Default::default(), ports: vec![PortRange::ANY] }],
+                app: BTreeMap::new(),
+                via: Vec::new(),
+            });
+        }
+        let mut grant_deps = DependencyIndex::default();
+        let mut address_grants = Vec::new();
+        for (g, def) in grant_defs.iter().enumerate() {
+            grant_deps.add(g, alias_keys(policy, def.src.iter().chain(&def.dst)));
+            if has_address_alias(def.src.iter().chain(&def.dst)) {
+                address_grants.push(g);
+            }
+        }
         let mut compiled = CompiledPolicy {
             policy: policy.clone(),
             tailnet: tailnet.clone(),
+            index: NodeIndex::new(tailnet),
+            grants: vec![CompiledGrant::default(); grant_defs.len()],
+            grant_defs,
+            grant_deps,
+            address_grants,
             approvers: Vec::new(),
             exit_approvers: IpSet::new(),
             routes: Vec::new(),
-            grants: Vec::new(),
-            matchers: Vec::new(),
+            routers: Vec::new(),
+            subnet_strings: Vec::new(),
             reach: Default::default(),
-            merge_keys: BTreeMap::new(),
-            merge_key_count: 0,
+            self_rows: BTreeMap::new(),
+            merge_keys: HashMap::new(),
+            key_positions: Vec::new(),
+            key_first_src: Vec::new(),
             attrs: Vec::new(),
+            dropped_v4: Vec::new(),
+            ssh: Vec::new(),
+            ssh_deps: DependencyIndex::default(),
         };
         // Node attributes first: `disable-ipv4` removes the node's IPv4 address from every
         // later computation.
-        for node in &tailnet.nodes {
-            let mut attrs: Vec<String> = Vec::new();
-            if policy.randomize_client_port {
-                attrs.push("randomize-client-port".into());
-            }
-            for na in &policy.node_attrs {
-                let hit = na.targets.iter().any(|t| resolver.resolve(t).is_some_and(|s| node_in(node, &s)));
-                if hit {
-                    for a in &na.attrs {
-                        if !attrs.contains(a) {
-                            attrs.push(a.clone());
-                        }
-                    }
-                }
-            }
-            compiled.attrs.push(attrs);
-        }
-        for (node, attrs) in compiled.tailnet.nodes.iter_mut().zip(&compiled.attrs) {
-            if attrs.iter().any(|a| a == "disable-ipv4") {
-                node.ipv4 = None;
+        compiled.attrs = compiled.tailnet.nodes.iter().map(|n| compiled.attrs_of(n)).collect();
+        for (i, (node, attrs)) in compiled.tailnet.nodes.iter_mut().zip(&compiled.attrs).enumerate() {
+            if attrs.iter().any(|a| a == DISABLE_IPV4)
+                && let Some(v4) = node.ipv4.take()
+            {
+                compiled.dropped_v4.push((i, v4));
             }
         }
-        let tailnet = &compiled.tailnet.clone();
-        let resolver = Resolver::new(policy, tailnet);
+        if !compiled.dropped_v4.is_empty() {
+            compiled.index = NodeIndex::new(&compiled.tailnet);
+        }
+        let resolver = Resolver::new(policy, &compiled.tailnet, &compiled.index);
         let approvers: Vec<(IpNet, IpSet)> = policy
             .auto_approvers
             .routes
@@ -344,7 +390,7 @@ impl CompiledPolicy {
                 exit_approvers.extend(&s);
             }
         }
-        for node in &tailnet.nodes {
+        for node in &compiled.tailnet.nodes {
             let mut r = NodeRoutes::default();
             for route in &node.routable_ips {
                 let approved = node.approved_routes.contains(route)
@@ -366,65 +412,307 @@ impl CompiledPolicy {
         }
         compiled.approvers = approvers;
         compiled.exit_approvers = exit_approvers;
-        let mut grants: Vec<Grant> = policy.grants.clone();
-        for acl in &policy.acls {
-            grants.extend(acl_to_grants(acl));
+        compiled.routers = (0..compiled.routes.len()).filter(|&i| compiled.routes[i].is_router()).collect();
+        compiled.subnet_strings = compiled.approved_subnet_strings();
+        compiled.reach.grow(compiled.tailnet.nodes.len());
+        for g in 0..compiled.grants.len() {
+            let cg = compiled.compile_one(g);
+            compiled.install_grant(g, cg);
         }
-        if !policy.has_rules {
-            // A policy with neither `acls` nor `grants` behaves like the default policy:
-            // everything may reach everything, written out as the `*` ranges.
-            grants.push(Grant {
-                src: vec![Alias::Wildcard],
-                dst: vec![Alias::Wildcard],
-                ip: vec![IpSpec { proto: Default::default(), ports: vec![PortRange::ANY] }],
-                app: BTreeMap::new(),
-                via: Vec::new(),
-            });
-        }
-        let subnet_strings = compiled.approved_subnet_strings();
-        for grant in &grants {
-            if let Some(mut cg) = compile_grant(&resolver, grant, &subnet_strings) {
-                cg.rule_dsts = cg
-                    .rules
-                    .iter()
-                    .map(|r| {
-                        let mut union = IpSet::new();
-                        for set in r.dst_ports.iter().filter_map(|d| parse_pattern(&d.ip)) {
-                            union.extend(&set);
-                        }
-                        union
-                    })
-                    .collect();
-                for r in &cg.rules {
-                    let by_src = compiled.merge_keys.entry(r.ip_proto.clone()).or_default();
-                    let id = match by_src.get(r.src_ips.as_slice()) {
-                        Some(&id) => id,
-                        None => {
-                            by_src.insert(r.src_ips.clone(), compiled.merge_key_count);
-                            compiled.merge_key_count += 1;
-                            compiled.merge_key_count - 1
-                        }
-                    };
-                    cg.rule_keys.push(id);
-                }
-                compiled.grants.push(cg);
+        let users: Vec<u64> = compiled.index.by_user.keys().copied().collect();
+        for g in 0..compiled.grants.len() {
+            for &u in &users {
+                compiled.install_self_rows(g, u);
             }
         }
-        compiled.matchers =
-            compiled.all_rules_scoped().iter().map(|(r, only)| crate::netmap::Matcher::from_rule(r, *only)).collect();
-        let subnets: Vec<&[IpNet]> = compiled.routes.iter().map(|r| r.subnets.as_slice()).collect();
-        let exit: Vec<bool> = compiled.routes.iter().map(|r| r.exit).collect();
-        let reach = crate::netmap::Reach::new(&compiled.matchers, &compiled.tailnet.nodes, &subnets, &exit);
-        compiled.reach = reach;
+        compiled.resolve_all_ssh();
         compiled
     }
 
-    pub(crate) fn matchers(&self) -> &[crate::netmap::Matcher] {
-        &self.matchers
+    /// The policy attributes (`nodeAttrs`, `randomizeClientPort`) that hold `node`.
+    pub(crate) fn attrs_of(&self, node: &Node) -> Vec<String> {
+        let mut attrs: Vec<String> = Vec::new();
+        if self.policy.randomize_client_port {
+            attrs.push("randomize-client-port".into());
+        }
+        for na in &self.policy.node_attrs {
+            if na.targets.iter().any(|t| self.holds(t, node)) {
+                for a in &na.attrs {
+                    if !attrs.contains(a) {
+                        attrs.push(a.clone());
+                    }
+                }
+            }
+        }
+        attrs
+    }
+
+    /// Whether `alias` resolves to a set holding one of `node`'s addresses, decided from the
+    /// node's own attributes (no resolution of the alias).
+    pub(crate) fn holds(&self, alias: &Alias, node: &Node) -> bool {
+        let login_is_users = |login: &str| {
+            !node.is_tagged() && node.user.is_some() && self.index.login_user.get(login).copied() == node.user
+        };
+        let addr_in = |set: IpSet| node_in(node, &set);
+        match alias {
+            Alias::User(login) => login_is_users(login),
+            Alias::UserDomain(domain) => self.tailnet.users.iter().any(|u| {
+                u.login.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain)) && login_is_users(&u.login)
+            }),
+            Alias::Group(g) => self.policy.groups.get(g).into_iter().flatten().any(|l| login_is_users(l)),
+            Alias::Tag(t) => node.tags.contains(t),
+            Alias::AutoGroup(AutoGroup::Member) => !node.is_tagged() && !node.addrs().is_empty(),
+            Alias::AutoGroup(AutoGroup::Tagged) => node.is_tagged() && !node.addrs().is_empty(),
+            Alias::AutoGroup(AutoGroup::Admin | AutoGroup::Owner) => {
+                let admin = *alias == Alias::AutoGroup(AutoGroup::Admin);
+                !node.is_tagged()
+                    && self
+                        .tailnet
+                        .users
+                        .iter()
+                        .any(|u| Some(u.id) == node.user && if admin { u.admin } else { u.owner })
+            }
+            Alias::AutoGroup(AutoGroup::SelfDevices | AutoGroup::NonRoot) => false,
+            other => Resolver::new(&self.policy, &self.tailnet, &self.index).resolve(other).is_some_and(addr_in),
+        }
+    }
+
+    fn compile_one(&self, g: usize) -> CompiledGrant {
+        let resolver = Resolver::new(&self.policy, &self.tailnet, &self.index);
+        let mut cg = compile_grant(&resolver, &self.grant_defs[g], &self.subnet_strings).unwrap_or_default();
+        cg.dst_sets = cg.rules.iter().map(|r| r.dst_ports.iter().map(|d| parse_pattern(&d.ip)).collect()).collect();
+        cg
+    }
+
+    fn key_id(&mut self, rule: &FilterRule) -> usize {
+        let by_src = self.merge_keys.entry(rule.ip_proto.clone()).or_default();
+        if let Some(&id) = by_src.get(&rule.src_ips[..]) {
+            return id;
+        }
+        let id = self.key_positions.len();
+        by_src.insert(rule.src_ips.to_vec(), id);
+        self.key_positions.push(BTreeSet::new());
+        self.key_first_src.push(rule.src_ips.first().cloned());
+        id
+    }
+
+    /// Makes `cg` grant `g`'s compiled form: numbers its merge keys and indexes its rules.
+    fn install_grant(&mut self, g: usize, mut cg: CompiledGrant) {
+        cg.rule_keys = Vec::with_capacity(cg.rules.len());
+        for (r, rule) in cg.rules.iter().enumerate() {
+            let key = rule.cap_grant.is_empty().then(|| self.key_id(rule));
+            if let Some(id) = key {
+                self.key_positions[id].insert((g, r));
+            }
+            cg.rule_keys.push(key);
+        }
+        let mut via_rules: Vec<(FilterRule, usize)> = Vec::new();
+        if let Some(v) = &cg.via {
+            for &i in &self.routers {
+                let n = &self.tailnet.nodes[i];
+                via_rules.extend(self.via_rules(v, i, n).into_iter().map(|r| (r, i)));
+                // App-only via grants make no packet filter but still connect the sources with
+                // the routers.
+                if v.ip.is_empty() {
+                    let dsts = self.via_dsts(v, i, n);
+                    if !dsts.is_empty() {
+                        let rule = FilterRule {
+                            src_ips: v.src.strings().into(),
+                            dst_ports: dsts.into_iter().map(|d| NetPortRange { ip: d, ports: PortRange::ANY }).collect(),
+                            ip_proto: Vec::new(),
+                            cap_grant: Vec::new(),
+                        };
+                        via_rules.push((rule, i));
+                    }
+                }
+            }
+        }
+        let holders = Holders { by_addr: &self.index.by_addr, routers: &self.routers, routes: &self.routes };
+        cg.rows = cg
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(r, rule)| self.reach.insert(&holders, Matcher::from_rule(rule, None), Origin::Shared(g, r)))
+            .collect();
+        cg.via_rows = via_rules
+            .into_iter()
+            .map(|(rule, i)| self.reach.insert(&holders, Matcher::from_rule(&rule, Some(i)), Origin::PerNode))
+            .collect();
+        self.grants[g] = cg;
+    }
+
+    /// Takes grant `g` out of the indexes (its `autogroup:self` rows included).
+    fn uninstall_grant(&mut self, g: usize) {
+        let cg = std::mem::take(&mut self.grants[g]);
+        for (r, key) in cg.rule_keys.iter().enumerate() {
+            if let Some(id) = key {
+                self.key_positions[*id].remove(&(g, r));
+            }
+        }
+        for &id in cg.rows.iter().chain(&cg.via_rows) {
+            self.reach.remove(id);
+        }
+        let users: Vec<u64> = self.self_rows.range((g, 0)..=(g, u64::MAX)).map(|((_, u), _)| *u).collect();
+        for u in users {
+            self.uninstall_self_rows(g, u);
+        }
+    }
+
+    /// Indexes grant `g`'s `autogroup:self` expansion for `user`'s devices.
+    pub(crate) fn install_self_rows(&mut self, g: usize, user: u64) {
+        let Some(s) = &self.grants[g].self_grant else { return };
+        let Some(&first) = self.index.by_user.get(&user).and_then(|set| set.iter().next()) else { return };
+        let rules = self.self_rules(s, &self.tailnet.nodes[first]);
+        let holders = Holders { by_addr: &self.index.by_addr, routers: &self.routers, routes: &self.routes };
+        let ids = rules.iter().map(|r| self.reach.insert(&holders, Matcher::from_rule(r, None), Origin::PerNode)).collect();
+        self.self_rows.insert((g, user), ids);
+    }
+
+    pub(crate) fn uninstall_self_rows(&mut self, g: usize, user: u64) {
+        for id in self.self_rows.remove(&(g, user)).into_iter().flatten() {
+            self.reach.remove(id);
+        }
+    }
+
+    /// The first (grant, rule) position of a merge key among the shared rules.
+    pub(crate) fn key_first(&self, id: usize) -> Option<(usize, usize)> {
+        self.key_positions.get(id).and_then(|p| p.first().copied())
+    }
+
+    /// The nodes the shared rules carrying merge key `id` are delivered to.
+    pub(crate) fn key_holders(&self, id: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        for &(g, r) in self.key_positions.get(id).into_iter().flatten() {
+            if let Some(row) = self.grants[g].rows.get(r).and_then(|&row| self.reach.row(row)) {
+                out.extend_from_slice(&row.dst_nodes);
+            }
+        }
+        out
+    }
+
+    /// Nodes whose per-node rules (`autogroup:self`, `via`) may carry merge key `id`: a self
+    /// rule's sources are one user's devices, so the user of the key's first source; and the
+    /// routers when the policy has `via` grants.
+    pub(crate) fn per_node_key_holders(&self, id: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let first = self.key_first_src.get(id).cloned().flatten();
+        if let Some(addr) = first.and_then(|s| s.parse::<std::net::IpAddr>().ok())
+            && let Some(&i) = self.index.by_addr.get(&addr)
+            && let Some(u) = self.tailnet.nodes[i].user
+        {
+            out.extend(self.index.by_user.get(&u).into_iter().flatten().copied());
+        }
+        if self.grants.iter().any(|g| g.via.is_some()) {
+            out.extend_from_slice(&self.routers);
+        }
+        out
+    }
+
+    pub(crate) fn grant(&self, g: usize) -> (&Grant, bool, &[Option<usize>]) {
+        let cg = &self.grants[g];
+        (&self.grant_defs[g], cg.is_self_only(), &cg.rule_keys)
+    }
+
+    pub(crate) fn grant_count(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// Recompiles grant `g` from the current tailnet and re-indexes it.
+    pub(crate) fn recompile_grant(&mut self, g: usize) {
+        self.uninstall_grant(g);
+        let cg = self.compile_one(g);
+        let has_self = cg.self_grant.is_some();
+        self.install_grant(g, cg);
+        if has_self {
+            let users: Vec<u64> = self.index.by_user.keys().copied().collect();
+            for u in users {
+                self.install_self_rows(g, u);
+            }
+        }
+    }
+
+    /// Moves `node` in or out of the resolved sources of `autogroup:self` grant `g` (`add`: its
+    /// current addresses join the sets of the aliases holding it) and re-indexes `user`'s rows.
+    pub(crate) fn update_self_grant(&mut self, g: usize, old: &Node, new: &Node) {
+        let Some(s) = &self.grants[g].self_grant else { return };
+        let mut resolved = s.resolved_srcs.clone();
+        for (alias, set) in s.src_aliases.iter().zip(resolved.iter_mut()) {
+            if !Resolver::is_node_alias(alias) {
+                continue;
+            }
+            for a in old.addrs() {
+                set.remove_addr(a);
+            }
+            if self.holds(alias, new) {
+                for a in new.addrs() {
+                    set.add_addr(a);
+                }
+            }
+        }
+        if let Some(s) = &mut self.grants[g].self_grant {
+            s.resolved_srcs = resolved;
+        }
+        let mut users: Vec<u64> = old.user.into_iter().chain(new.user).collect();
+        users.dedup();
+        for u in users {
+            self.uninstall_self_rows(g, u);
+            self.install_self_rows(g, u);
+        }
+    }
+
+    pub(crate) fn matchers(&self) -> impl Iterator<Item = &crate::netmap::Matcher> {
+        self.reach.rows().map(|r| &r.matcher)
     }
 
     pub(crate) fn reach(&self) -> &crate::netmap::Reach {
         &self.reach
+    }
+
+    pub(crate) fn reach_mut(&mut self) -> &mut crate::netmap::Reach {
+        &mut self.reach
+    }
+
+    /// Rows of grant `g` (shared and `via`).
+    pub(crate) fn grant_rows(&self, g: usize) -> impl Iterator<Item = usize> + '_ {
+        self.grants[g].rows.iter().chain(&self.grants[g].via_rows).copied()
+    }
+
+    /// Whether a node change can be applied in place: anything touching routes (approval,
+    /// primary election, `via`) or `disable-ipv4` recompiles everything.
+    pub(crate) fn route_free(&self, i: Option<usize>, node: &Node) -> bool {
+        node.routable_ips.is_empty()
+            && node.approved_routes.is_empty()
+            && i.is_none_or(|i| !self.routes.get(i).is_some_and(NodeRoutes::is_router))
+            && !self.attrs_of(node).iter().any(|a| a == DISABLE_IPV4)
+    }
+
+    /// The tailnet as given to [`CompiledPolicy::new`] (with the addresses `disable-ipv4` hid),
+    /// changed by every node update since.
+    pub(crate) fn source_tailnet(&self) -> Tailnet {
+        let mut tailnet = self.tailnet.clone();
+        for &(i, v4) in &self.dropped_v4 {
+            if let Some(n) = tailnet.nodes.get_mut(i) {
+                n.ipv4 = Some(v4);
+            }
+        }
+        tailnet
+    }
+
+    /// Sets node slot `i` (appending when `i` is the node count), keeping the node index, the
+    /// reach index's size and the per-node tables in step.
+    pub(crate) fn put_node(&mut self, i: usize, node: Node) -> Node {
+        let attrs = self.attrs_of(&node);
+        if i == self.tailnet.nodes.len() {
+            self.tailnet.nodes.push(Node::vacant(node.id));
+            self.attrs.push(Vec::new());
+            self.routes.push(NodeRoutes::default());
+            self.reach.grow(i + 1);
+        }
+        let old = std::mem::replace(&mut self.tailnet.nodes[i], node);
+        self.index.remove(i, &old);
+        self.index.add(i, &self.tailnet.nodes[i]);
+        self.attrs[i] = attrs;
+        old
     }
 
     fn approved_subnet_strings(&self) -> Vec<String> {
@@ -444,7 +732,7 @@ impl CompiledPolicy {
     /// Resolves an alias against this tailnet with the policy's groups and hosts (`None` for aliases that only make
     /// sense per node, such as `autogroup:self`).
     pub fn resolve_alias(&self, alias: &Alias) -> Option<IpSet> {
-        Resolver::new(&self.policy, &self.tailnet).resolve(alias)
+        Resolver::new(&self.policy, &self.tailnet, &self.index).resolve(alias)
     }
 
     /// The policy this was compiled from.
@@ -465,38 +753,10 @@ impl CompiledPolicy {
     /// Every network rule before per-node reduction: the shared rules plus each node's
     /// `autogroup:self` and `via` expansions.
     pub fn all_rules(&self) -> Vec<FilterRule> {
-        self.all_rules_scoped().into_iter().map(|(r, _)| r).collect()
-    }
-
-    /// [`CompiledPolicy::all_rules`], each with the one node it is valid on (`via` rules
-    /// only route through the router they were compiled for).
-    fn all_rules_scoped(&self) -> Vec<(FilterRule, Option<usize>)> {
-        let mut rules = Vec::new();
-        for g in &self.grants {
-            rules.extend(g.rules.iter().cloned().map(|r| (r, None)));
-        }
+        let mut rules: Vec<FilterRule> = self.grants.iter().flat_map(|g| g.rules.iter().cloned()).collect();
         for (i, n) in self.tailnet.nodes.iter().enumerate() {
             for g in &self.grants {
-                if let Some(s) = &g.self_grant {
-                    rules.extend(self.self_rules(s, n).into_iter().map(|r| (r, None)));
-                }
-                if let Some(v) = &g.via {
-                    rules.extend(self.via_rules(v, i, n).into_iter().map(|r| (r, Some(i))));
-                    // App-only via grants make no packet filter but still connect the sources
-                    // with the routers.
-                    if v.ip.is_empty() {
-                        let dsts = self.via_dsts(v, i, n);
-                        if !dsts.is_empty() {
-                            let rule = FilterRule {
-                                src_ips: v.src.strings(),
-                                dst_ports: dsts.into_iter().map(|d| NetPortRange { ip: d, ports: PortRange::ANY }).collect(),
-                                ip_proto: Vec::new(),
-                                cap_grant: Vec::new(),
-                            };
-                            rules.push((rule, Some(i)));
-                        }
-                    }
-                }
+                rules.extend(self.node_rules(g, i, n));
             }
         }
         rules
@@ -530,74 +790,114 @@ impl CompiledPolicy {
     /// The packet filter for node `node` (index into the tailnet's nodes): every rule whose
     /// destinations include the node's addresses or routes it serves, merged and reduced the
     /// way Tailscale delivers them. Unknown indexes get an empty filter.
+    /// The packet filter for node `node` (index into the tailnet's nodes): every rule whose
+    /// destinations include the node's addresses or routes it serves, merged and reduced the
+    /// way Tailscale delivers them. Unknown indexes get an empty filter.
+    ///
+    /// Rules are merged by (sources, protocols) at the first rule with that key, then reduced to
+    /// the destinations this node serves. Only the rules the reach index says may concern the
+    /// node are looked at; a merge key keeps the position of its first shared rule even when
+    /// that rule does not concern the node, which the recorded key positions give.
     pub fn filter_for(&self, node: usize) -> Vec<FilterRule> {
         let Some(n) = self.tailnet.nodes.get(node) else {
             return Vec::new();
         };
         let view = NodeView::new(self, node, n);
-        let generated: Vec<Vec<FilterRule>> = self.grants.iter().map(|g| self.node_rules(g, node, n)).collect();
-        // Rules are merged by (sources, protocols) at the first rule with that key, then reduced
-        // to the destinations this node serves. Reducing each rule before merging gives the same
-        // result, and lets rules that cannot concern the node skip the per-destination parse;
-        // a key whose destinations all drop out still holds its place until the end.
+        // Exit nodes keep destinations that are merely part of the internet, which the reach
+        // index does not record; they look at every rule.
+        let mut shared: Vec<(usize, usize)> = if view.exit {
+            self.grants.iter().enumerate().flat_map(|(g, cg)| (0..cg.rules.len()).map(move |r| (g, r))).collect()
+        } else {
+            self.reach
+                .rows_reaching(node)
+                .iter()
+                .filter_map(|&id| match self.reach.row(id)?.origin {
+                    Origin::Shared(g, r) => Some((g, r)),
+                    Origin::PerNode => None,
+                })
+                .collect()
+        };
+        shared.sort_unstable();
+        shared.dedup();
+        let extra: Vec<(usize, Vec<FilterRule>)> = self
+            .grants
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.self_grant.is_some() || g.via.is_some())
+            .map(|(i, g)| (i, self.node_rules(g, node, n)))
+            .filter(|(_, rules)| !rules.is_empty())
+            .collect();
+        type Position = (usize, u8, usize);
+        struct Entry<'a> {
+            pos: Position,
+            rule: &'a FilterRule,
+            dst_sets: Option<&'a [Option<IpSet>]>,
+            key: Option<usize>,
+        }
+        let mut entries: Vec<Entry<'_>> = shared
+            .iter()
+            .map(|&(g, r)| {
+                let cg = &self.grants[g];
+                Entry { pos: (g, 0, r), rule: &cg.rules[r], dst_sets: cg.dst_sets.get(r).map(Vec::as_slice), key: cg.rule_keys[r] }
+            })
+            .collect();
+        for (g, rules) in &extra {
+            entries.extend(rules.iter().enumerate().map(|(j, rule)| Entry { pos: (*g, 1, j), rule, dst_sets: None, key: None }));
+        }
+        entries.sort_by_key(|e| e.pos);
+
+        #[derive(PartialEq, Eq, Hash)]
+        enum SlotKey<'a> {
+            Known(usize),
+            Novel(&'a [String], &'a [u8]),
+        }
         enum Slot<'a> {
-            Net { src: &'a [String], proto: &'a [u8], dsts: Vec<NetPortRange> },
+            Net { src: &'a Arc<[String]>, proto: &'a [u8], dsts: Vec<NetPortRange> },
             Cap(FilterRule),
         }
-        let mut slots: Vec<Slot<'_>> = Vec::new();
-        // Merge keys: shared rules carry a key number; per-node rules look theirs up, and those
-        // no shared rule has are numbered after the shared ones.
-        let mut slot_of: Vec<Option<usize>> = vec![None; self.merge_key_count];
-        let mut novel: BTreeMap<(&[String], &[u8]), usize> = BTreeMap::new();
-        for (g, extra) in self.grants.iter().zip(&generated) {
-            let shared = g.rules.iter().zip(g.rule_dsts.iter().zip(&g.rule_keys).map(|(u, k)| (Some(u), Some(*k))));
-            for (rule, (union, key_id)) in shared.chain(extra.iter().map(|r| (r, (None, None)))) {
-                if !rule.cap_grant.is_empty() {
-                    slots.extend(view.reduce_caps(rule).map(Slot::Cap));
-                    continue;
-                }
-                let dsts: Vec<NetPortRange> = if union.is_some_and(|u| !view.may_hit(u)) {
-                    Vec::new()
-                } else {
-                    rule.dst_ports.iter().filter(|d| view.keeps(d)).cloned().collect()
-                };
-                let key = (rule.src_ips.as_slice(), rule.ip_proto.as_slice());
-                let key_id = key_id.or_else(|| {
-                    self.merge_keys.get(key.1).and_then(|by_src| by_src.get(key.0)).copied()
-                });
-                let existing = match key_id {
-                    Some(id) => slot_of.get(id).copied().flatten(),
-                    None => novel.get(&key).copied(),
-                };
-                match existing {
-                    Some(i) => {
-                        if let Some(Slot::Net { dsts: have, .. }) = slots.get_mut(i) {
-                            have.extend(dsts);
-                        }
-                    }
-                    None => {
-                        match key_id {
-                            Some(id) => {
-                                if let Some(cell) = slot_of.get_mut(id) {
-                                    *cell = Some(slots.len());
-                                }
-                            }
-                            None => {
-                                novel.insert(key, slots.len());
-                            }
-                        }
-                        slots.push(Slot::Net { src: key.0, proto: key.1, dsts });
-                    }
-                }
+        let mut slots: Vec<(Position, Slot<'_>)> = Vec::new();
+        let mut by_key: HashMap<SlotKey<'_>, usize> = HashMap::new();
+        for e in entries {
+            let rule = e.rule;
+            if !rule.cap_grant.is_empty() {
+                slots.extend(view.reduce_caps(rule).map(|c| (e.pos, Slot::Cap(c))));
+                continue;
             }
+            let dsts: Vec<NetPortRange> = match e.dst_sets {
+                Some(sets) => rule
+                    .dst_ports
+                    .iter()
+                    .zip(sets)
+                    .filter(|(_, set)| set.as_ref().is_some_and(|s| view.keeps_set(s)))
+                    .map(|(d, _)| d.clone())
+                    .collect(),
+                None => rule.dst_ports.iter().filter(|d| view.keeps(d)).cloned().collect(),
+            };
+            let key = e.key.or_else(|| {
+                self.merge_keys.get(&rule.ip_proto).and_then(|by_src| by_src.get(&rule.src_ips[..])).copied()
+            });
+            let slot_key = match key {
+                Some(id) => SlotKey::Known(id),
+                None => SlotKey::Novel(&rule.src_ips, &rule.ip_proto),
+            };
+            if let Some(&i) = by_key.get(&slot_key) {
+                if let (_, Slot::Net { dsts: have, .. }) = &mut slots[i] {
+                    have.extend(dsts);
+                }
+                continue;
+            }
+            let first = key.and_then(|id| self.key_first(id)).map_or(e.pos, |(g, r)| e.pos.min((g, 0, r)));
+            by_key.insert(slot_key, slots.len());
+            slots.push((first, Slot::Net { src: &rule.src_ips, proto: &rule.ip_proto, dsts }));
         }
+        slots.sort_by_key(|(pos, _)| *pos);
         slots
             .into_iter()
-            .filter_map(|slot| match slot {
+            .filter_map(|(_, slot)| match slot {
                 Slot::Cap(rule) => Some(rule),
                 Slot::Net { dsts, .. } if dsts.is_empty() => None,
                 Slot::Net { src, proto, dsts } => Some(FilterRule {
-                    src_ips: src.to_vec(),
+                    src_ips: src.clone(),
                     dst_ports: dsts,
                     ip_proto: proto.to_vec(),
                     cap_grant: Vec::new(),
@@ -646,10 +946,11 @@ impl CompiledPolicy {
     }
 
     fn same_user_nodes<'a>(&'a self, n: &Node) -> Vec<&'a Node> {
-        if n.is_tagged() || n.user.is_none() {
+        if n.is_tagged() {
             return Vec::new();
         }
-        self.tailnet.nodes.iter().filter(|m| !m.is_tagged() && m.user == n.user).collect()
+        let Some(set) = n.user.and_then(|u| self.index.by_user.get(&u)) else { return Vec::new() };
+        set.iter().filter_map(|&i| self.tailnet.nodes.get(i)).collect()
     }
 
     fn self_rules(&self, s: &SelfGrant, n: &Node) -> Vec<FilterRule> {
@@ -680,7 +981,7 @@ impl CompiledPolicy {
             }
             if !dst_ports.is_empty() {
                 rules.push(FilterRule {
-                    src_ips: src.strings_keeping(&src),
+                    src_ips: src.strings_keeping(&src).into(),
                     dst_ports,
                     ip_proto: spec.proto.numbers.clone(),
                     cap_grant: Vec::new(),
@@ -695,7 +996,7 @@ impl CompiledPolicy {
                 dst_strings.extend(m.addrs().iter().map(|a| a.to_string()));
                 cap_grant.push(CapGrant { dsts, cap_map: s.app.clone() });
             }
-            rules.push(FilterRule { src_ips: src.strings_keeping(&src), dst_ports: Vec::new(), ip_proto: Vec::new(), cap_grant });
+            rules.push(FilterRule { src_ips: src.strings_keeping(&src).into(), dst_ports: Vec::new(), ip_proto: Vec::new(), cap_grant });
             let src_prefixes: Vec<String> = src.prefixes_keeping(&src).iter().map(|p| p.to_string()).collect();
             rules.extend(companion_rules(&dst_strings, &src_prefixes, &s.app));
         }
@@ -710,7 +1011,7 @@ impl CompiledPolicy {
         v.ip
             .iter()
             .map(|spec| FilterRule {
-                src_ips: v.src_strings.clone(),
+                src_ips: v.src_strings.clone().into(),
                 dst_ports: dsts
                     .iter()
                     .flat_map(|d| spec.ports.iter().map(move |p| NetPortRange { ip: d.clone(), ports: *p }))
@@ -759,21 +1060,14 @@ impl<'a> NodeView<'a> {
         }
     }
 
-    /// Whether a destination set that holds every destination of a rule can hold one this
-    /// node keeps (see [`NodeView::keeps`]); exit nodes keep internet-only sets, so they
-    /// always look.
-    fn may_hit(&self, union: &IpSet) -> bool {
-        self.exit
-            || self.addrs.iter().any(|a| union.contains(*a))
-            || self.subnets.iter().any(|r| union.overlaps_prefix(r))
-    }
-
     /// Whether the node keeps this destination: one of its addresses, a route it serves, or
     /// (for an exit node) a part of the internet.
     fn keeps(&self, d: &NetPortRange) -> bool {
-        let Some(set) = parse_pattern(&d.ip) else {
-            return false;
-        };
+        parse_pattern(&d.ip).is_some_and(|set| self.keeps_set(&set))
+    }
+
+    /// [`NodeView::keeps`] for a destination already parsed.
+    fn keeps_set(&self, set: &IpSet) -> bool {
         self.addrs.iter().any(|a| set.contains(*a))
             || self.subnets.iter().any(|r| set.overlaps_prefix(r))
             || (self.exit && set.is_subset_of(&self.internet))
@@ -828,7 +1122,7 @@ fn prefix_order(a: &IpNet, b: &IpNet) -> std::cmp::Ordering {
 #[cfg(test)]
 fn merge_rules(rules: Vec<FilterRule>) -> Vec<FilterRule> {
     let mut out: Vec<FilterRule> = Vec::new();
-    let mut index: BTreeMap<(Vec<String>, Vec<u8>), usize> = BTreeMap::new();
+    let mut index: BTreeMap<(Arc<[String]>, Vec<u8>), usize> = BTreeMap::new();
     for rule in rules {
         if !rule.cap_grant.is_empty() {
             out.push(rule);
@@ -849,6 +1143,7 @@ fn compile_grant(r: &Resolver<'_>, grant: &Grant, subnet_strings: &[String]) -> 
     let has_wildcard = grant.src.contains(&Alias::Wildcard);
     let has_danger_all = grant.src.contains(&Alias::AutoGroup(AutoGroup::DangerAll));
     let mut resolved_srcs = Vec::new();
+    let mut src_aliases = Vec::new();
     let mut non_wild = Vec::new();
     for src in &grant.src {
         if *src == Alias::AutoGroup(AutoGroup::SelfDevices) {
@@ -859,6 +1154,7 @@ fn compile_grant(r: &Resolver<'_>, grant: &Grant, subnet_strings: &[String]) -> 
                 non_wild.push(set.clone());
             }
             resolved_srcs.push(set);
+            src_aliases.push(src.clone());
         }
     }
     let mut merged = IpSet::new();
@@ -916,8 +1212,8 @@ fn compile_grant(r: &Resolver<'_>, grant: &Grant, subnet_strings: &[String]) -> 
     if resolved_srcs.is_empty() && grant.app.is_empty() {
         return None;
     }
-    let src_strings: Vec<String> = if merged.is_empty() {
-        Vec::new()
+    let src_strings: Arc<[String]> = if merged.is_empty() {
+        Arc::from(Vec::new())
     } else {
         let mut v = src_with_routes(&merged);
         if has_wildcard && !non_wild.is_empty() {
@@ -930,7 +1226,7 @@ fn compile_grant(r: &Resolver<'_>, grant: &Grant, subnet_strings: &[String]) -> 
                 }
             }
         }
-        v
+        v.into()
     };
 
     let self_alias = Alias::AutoGroup(AutoGroup::SelfDevices);
@@ -996,7 +1292,7 @@ fn compile_grant(r: &Resolver<'_>, grant: &Grant, subnet_strings: &[String]) -> 
         }
     }
     if grant.dst.contains(&self_alias) {
-        cg.self_grant = Some(SelfGrant { resolved_srcs, ip: grant.ip.clone(), app: grant.app.clone() });
+        cg.self_grant = Some(SelfGrant { src_aliases, resolved_srcs, ip: grant.ip.clone(), app: grant.app.clone() });
     }
     Some(cg)
 }

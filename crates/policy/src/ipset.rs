@@ -159,6 +159,12 @@ impl IpSet {
         }
     }
 
+    /// Removes one address.
+    pub fn remove_addr(&mut self, addr: IpAddr) {
+        let (v6, v) = addr_value(addr);
+        remove(self.family(v6), v, v);
+    }
+
     /// Removes every address of a prefix.
     pub fn remove_prefix(&mut self, net: &IpNet) {
         let (v6, a, b) = prefix_bounds(net);
@@ -206,8 +212,13 @@ impl IpSet {
 
     /// Whether every address of this set is in `other`.
     pub fn is_subset_of(&self, other: &IpSet) -> bool {
+        // Both lists are sorted and disjoint: the only range that can hold (a, b) is the last
+        // one starting at or before a.
         let sub = |mine: &[(u128, u128)], theirs: &[(u128, u128)]| {
-            mine.iter().all(|&(a, b)| theirs.iter().any(|&(c, d)| c <= a && b <= d))
+            mine.iter().all(|&(a, b)| {
+                let i = theirs.partition_point(|&(c, _)| c <= a);
+                i > 0 && b <= theirs[i - 1].1
+            })
         };
         sub(&self.v4, &other.v4) && sub(&self.v6, &other.v6)
     }

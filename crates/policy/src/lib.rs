@@ -17,6 +17,8 @@ mod compile;
 mod duration;
 pub mod error;
 pub mod hujson;
+mod incremental;
+mod index;
 pub mod ipset;
 pub mod model;
 pub mod netmap;
@@ -27,6 +29,7 @@ pub mod tests_block;
 mod validate;
 
 pub use compile::{tailscale_addresses, the_internet, CompiledPolicy};
+pub use incremental::Affected;
 pub use error::{PolicyError, PortError};
 pub use model::Policy;
 pub use netmap::RouteView;

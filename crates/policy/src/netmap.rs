@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::compile::{the_internet, CompiledPolicy};
+use crate::compile::{the_internet, CompiledPolicy, NodeRoutes};
 use crate::ipset::{parse_pattern, IpSet};
 use crate::tailnet::Node;
 
@@ -22,7 +22,7 @@ pub(crate) struct Matcher {
 impl Matcher {
     pub(crate) fn from_rule(rule: &tailwarden_wire::FilterRule, only: Option<usize>) -> Matcher {
         let mut srcs = IpSet::new();
-        for s in &rule.src_ips {
+        for s in rule.src_ips.iter() {
             if let Some(set) = parse_pattern(s) {
                 srcs.extend(&set);
             }
@@ -54,64 +54,206 @@ impl Matcher {
     }
 }
 
-/// The nodes each matcher's sources and destinations hold, and the same inverted per node, so
-/// a peer set is read off the matchers a node appears in instead of testing every pair.
+/// Where a matcher row came from: a shared rule of a grant (by rule position) or a per-node
+/// expansion (`autogroup:self`, `via`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// `grants[g].rules[r]`.
+    Shared(usize, usize),
+    /// A rule generated for particular nodes.
+    PerNode,
+}
+
+/// One indexed matcher: the nodes its sources and destinations hold.
+#[derive(Clone, Debug)]
+pub(crate) struct Row {
+    pub(crate) matcher: Matcher,
+    pub(crate) origin: Origin,
+    /// The nodes its sources hold (addresses or overlapping subnet routes), ascending.
+    pub(crate) src_nodes: Vec<usize>,
+    /// The nodes its destinations hold (addresses, overlapping subnet routes, or exit nodes when
+    /// the destinations cover the internet), ascending.
+    pub(crate) dst_nodes: Vec<usize>,
+}
+
+/// What deciding "which nodes does this set hold" needs: nodes by address, and the routers,
+/// which are matched by their routes too (there are few of them).
+pub(crate) struct Holders<'a> {
+    pub(crate) by_addr: &'a BTreeMap<std::net::IpAddr, usize>,
+    pub(crate) routers: &'a [usize],
+    pub(crate) routes: &'a [NodeRoutes],
+}
+
+impl Holders<'_> {
+    fn subnets(&self, i: usize) -> &[IpNet] {
+        self.routes.get(i).map(|r| r.subnets.as_slice()).unwrap_or(&[])
+    }
+
+    fn exit(&self, i: usize) -> bool {
+        self.routes.get(i).is_some_and(|r| r.exit)
+    }
+
+    fn of(&self, set: &IpSet, extra: &dyn Fn(usize) -> bool) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (lo, hi) in set.ranges() {
+            out.extend(self.by_addr.range(lo..=hi).map(|(_, i)| *i));
+        }
+        out.extend(self.routers.iter().copied().filter(|&i| extra(i)));
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn row(&self, matcher: Matcher, origin: Origin) -> Row {
+        let src_nodes = self.of(&matcher.srcs, &|i| self.subnets(i).iter().any(|r| matcher.srcs.overlaps_prefix(r)));
+        let internet = self.routers.iter().any(|&i| self.exit(i)) && matcher.dsts_is_internet();
+        let dst_nodes = self.of(&matcher.dsts, &|i| {
+            self.subnets(i).iter().any(|r| matcher.dsts.overlaps_prefix(r)) || (self.exit(i) && internet)
+        });
+        Row { matcher, origin, src_nodes, dst_nodes }
+    }
+}
+
+/// Every matcher with the nodes it holds, and the same inverted per node, so a peer set is read
+/// off the rows a node appears in instead of testing every pair. Rows live in a slab so that a
+/// grant recompiled after a node change replaces only its own rows.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Reach {
-    /// Per matcher: the nodes its sources hold (addresses or overlapping subnet routes).
-    src_nodes: Vec<Vec<usize>>,
-    /// Per matcher: the nodes its destinations hold (addresses, overlapping subnet routes, or
-    /// exit nodes when the destinations cover the internet).
-    dst_nodes: Vec<Vec<usize>>,
-    /// Per node: the matchers whose sources hold it.
+    rows: Vec<Option<Row>>,
+    free: Vec<usize>,
+    /// Per node: the rows whose sources hold it.
     as_src: Vec<Vec<usize>>,
-    /// Per node: the matchers whose destinations hold it.
+    /// Per node: the rows whose destinations hold it.
     as_dst: Vec<Vec<usize>>,
 }
 
+fn remove_sorted(list: &mut Vec<usize>, value: usize) {
+    if let Ok(at) = list.binary_search(&value) {
+        list.remove(at);
+    }
+}
+
+fn insert_sorted(list: &mut Vec<usize>, value: usize) {
+    if let Err(at) = list.binary_search(&value) {
+        list.insert(at, value);
+    }
+}
+
 impl Reach {
-    /// Indexes `matchers` against `nodes`; `subnets` and `exit` give each node's effective
-    /// routes (see [`CompiledPolicy::subnet_routes`] and [`CompiledPolicy::is_exit_node`]).
-    pub(crate) fn new(matchers: &[Matcher], nodes: &[Node], subnets: &[&[IpNet]], exit: &[bool]) -> Reach {
-        let mut by_addr: Vec<(std::net::IpAddr, usize)> =
-            nodes.iter().enumerate().flat_map(|(i, n)| n.addrs().into_iter().map(move |a| (a, i))).collect();
-        by_addr.sort_unstable();
-        // Routers and exit nodes are matched by their routes too; there are few of them.
-        let routers: Vec<usize> =
-            (0..nodes.len()).filter(|&i| !subnets[i].is_empty() || exit[i]).collect();
-        let holders = |set: &IpSet, extra: &dyn Fn(usize) -> bool| -> Vec<usize> {
-            let mut out = Vec::new();
-            for (lo, hi) in set.ranges() {
-                let start = by_addr.partition_point(|(a, _)| *a < lo);
-                out.extend(by_addr[start..].iter().take_while(|(a, _)| *a <= hi).map(|(_, i)| *i));
-            }
-            out.extend(routers.iter().copied().filter(|&i| extra(i)));
-            out.sort_unstable();
-            out.dedup();
-            out
-        };
-        let mut reach = Reach {
-            src_nodes: Vec::with_capacity(matchers.len()),
-            dst_nodes: Vec::with_capacity(matchers.len()),
-            as_src: vec![Vec::new(); nodes.len()],
-            as_dst: vec![Vec::new(); nodes.len()],
-        };
-        for (mi, m) in matchers.iter().enumerate() {
-            let src = holders(&m.srcs, &|i| subnets[i].iter().any(|r| m.srcs.overlaps_prefix(r)));
-            let internet = routers.iter().any(|&i| exit[i]) && m.dsts_is_internet();
-            let dst = holders(&m.dsts, &|i| {
-                subnets[i].iter().any(|r| m.dsts.overlaps_prefix(r)) || (exit[i] && internet)
-            });
-            for &i in &src {
-                reach.as_src[i].push(mi);
-            }
-            for &i in &dst {
-                reach.as_dst[i].push(mi);
-            }
-            reach.src_nodes.push(src);
-            reach.dst_nodes.push(dst);
+    /// Makes room for `count` nodes.
+    pub(crate) fn grow(&mut self, count: usize) {
+        if self.as_src.len() < count {
+            self.as_src.resize(count, Vec::new());
+            self.as_dst.resize(count, Vec::new());
         }
-        reach
+    }
+
+    /// Indexes a matcher; returns its row id.
+    pub(crate) fn insert(&mut self, holders: &Holders<'_>, matcher: Matcher, origin: Origin) -> usize {
+        let row = holders.row(matcher, origin);
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.rows.push(None);
+            self.rows.len() - 1
+        });
+        for &i in &row.src_nodes {
+            self.as_src[i].push(id);
+        }
+        for &i in &row.dst_nodes {
+            self.as_dst[i].push(id);
+        }
+        self.rows[id] = Some(row);
+        id
+    }
+
+    /// Drops a row; returns it.
+    pub(crate) fn remove(&mut self, id: usize) -> Option<Row> {
+        let row = self.rows.get_mut(id)?.take()?;
+        for &i in &row.src_nodes {
+            self.as_src[i].retain(|r| *r != id);
+        }
+        for &i in &row.dst_nodes {
+            self.as_dst[i].retain(|r| *r != id);
+        }
+        self.free.push(id);
+        Some(row)
+    }
+
+    pub(crate) fn row(&self, id: usize) -> Option<&Row> {
+        self.rows.get(id).and_then(Option::as_ref)
+    }
+
+    /// Every live row.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter().flatten()
+    }
+
+    /// The rows whose destinations hold `node`.
+    pub(crate) fn rows_reaching(&self, node: usize) -> &[usize] {
+        self.as_dst.get(node).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Takes `node` out of every row.
+    pub(crate) fn detach(&mut self, node: usize) {
+        for id in std::mem::take(&mut self.as_src[node]) {
+            if let Some(Some(row)) = self.rows.get_mut(id) {
+                remove_sorted(&mut row.src_nodes, node);
+            }
+        }
+        for id in std::mem::take(&mut self.as_dst[node]) {
+            if let Some(Some(row)) = self.rows.get_mut(id) {
+                remove_sorted(&mut row.dst_nodes, node);
+            }
+        }
+    }
+
+    /// Adds `node` (not a router) to row `id` wherever one of its addresses falls in the row's
+    /// sources or destinations.
+    pub(crate) fn attach(&mut self, id: usize, node: usize, addrs: &[std::net::IpAddr]) {
+        let Some(Some(row)) = self.rows.get_mut(id) else { return };
+        if addrs.iter().any(|a| row.matcher.srcs.contains(*a)) && row.src_nodes.binary_search(&node).is_err() {
+            insert_sorted(&mut row.src_nodes, node);
+            self.as_src[node].push(id);
+        }
+        if addrs.iter().any(|a| row.matcher.dsts.contains(*a)) && row.dst_nodes.binary_search(&node).is_err() {
+            insert_sorted(&mut row.dst_nodes, node);
+            self.as_dst[node].push(id);
+        }
+    }
+
+    /// The nodes `node` shares a row with, in either direction (honouring `via` rows' router).
+    pub(crate) fn peers(&self, node: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        for &id in self.as_src.get(node).into_iter().flatten() {
+            let Some(row) = self.row(id) else { continue };
+            match row.matcher.only {
+                None => out.extend_from_slice(&row.dst_nodes),
+                Some(o) => {
+                    if row.dst_nodes.binary_search(&o).is_ok() {
+                        out.push(o);
+                    }
+                }
+            }
+        }
+        for &id in self.as_dst.get(node).into_iter().flatten() {
+            let Some(row) = self.row(id) else { continue };
+            if row.matcher.only.is_none_or(|o| o == node) {
+                out.extend_from_slice(&row.src_nodes);
+            }
+        }
+        // Large candidate lists (rules naming most of the tailnet) are cheaper to deduplicate
+        // with a bitmap over the nodes than by sorting.
+        if out.len() > 4096 && out.len() > self.as_src.len() / 4 {
+            let mut seen = vec![false; self.as_src.len()];
+            for &p in &out {
+                seen[p] = true;
+            }
+            seen[node] = false;
+            return (0..seen.len()).filter(|&i| seen[i]).collect();
+        }
+        out.sort_unstable();
+        out.dedup();
+        out.retain(|&p| p != node);
+        out
     }
 }
 
@@ -142,7 +284,7 @@ impl CompiledPolicy {
         };
         let (src_routes, dst_routes) = (self.subnet_routes(a), self.subnet_routes(b));
         let dst_exit = self.is_exit_node(b);
-        self.matchers().iter().any(|m| {
+        self.matchers().any(|m| {
             let src_ok = any_in(na, &m.srcs) || src_routes.iter().any(|r| m.srcs.overlaps_prefix(r));
             src_ok
                 && m.only.is_none_or(|o| o == b)
@@ -163,7 +305,7 @@ impl CompiledPolicy {
         }
         let exit = self.is_exit_node(viewer);
         let everything = [IpNet::V4(Default::default()), IpNet::V6(Default::default())];
-        self.matchers().iter().any(|m| {
+        self.matchers().any(|m| {
             (any_in(n, &m.srcs) && m.dsts.overlaps_prefix(route))
                 || (m.srcs.overlaps_prefix(route) && any_in(n, &m.dsts))
                 || (own.iter().any(|r| m.srcs.overlaps_prefix(r)) && m.dsts.overlaps_prefix(route))
@@ -175,31 +317,7 @@ impl CompiledPolicy {
     /// The nodes (indexes) in `node`'s netmap: every other node it may reach or that may
     /// reach it.
     pub fn peers(&self, node: usize) -> Vec<usize> {
-        let count = self.tailnet().nodes.len();
-        let (reach, matchers) = (self.reach(), self.matchers());
-        let (Some(as_src), Some(as_dst)) = (reach.as_src.get(node), reach.as_dst.get(node)) else {
-            return Vec::new();
-        };
-        let mut peer = vec![false; count];
-        // Nodes this one reaches: the destinations of every matcher it is a source of.
-        for &m in as_src {
-            let only = matchers[m].only;
-            for &b in &reach.dst_nodes[m] {
-                if only.is_none_or(|o| o == b) {
-                    peer[b] = true;
-                }
-            }
-        }
-        // Nodes that reach this one: the sources of every matcher it is a destination of.
-        for &m in as_dst {
-            if matchers[m].only.is_none_or(|o| o == node) {
-                for &a in &reach.src_nodes[m] {
-                    peer[a] = true;
-                }
-            }
-        }
-        peer[node] = false;
-        (0..count).filter(|&i| peer[i]).collect()
+        self.reach().peers(node)
     }
 
     /// The node's subnet routes for which it is the elected primary router: the earliest
@@ -217,7 +335,7 @@ impl CompiledPolicy {
         // Steering applies only to viewers that reach the route through via grants alone; a
         // plain grant to the route keeps the tailnet-wide primary.
         let plain_access = |v: &Node| {
-            self.matchers().iter().any(|m| m.only.is_none() && any_in(v, &m.srcs) && m.dsts.overlaps_prefix(route))
+            self.matchers().any(|m| m.only.is_none() && any_in(v, &m.srcs) && m.dsts.overlaps_prefix(route))
         };
         if let Some(v) = viewer.and_then(|v| nodes.get(v))
             && !plain_access(v)

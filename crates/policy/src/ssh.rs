@@ -13,6 +13,7 @@ use crate::alias::{parse_alias, Alias, AutoGroup};
 use crate::compile::CompiledPolicy;
 use crate::duration;
 use crate::error::PolicyError;
+use crate::index::{alias_keys, DependencyIndex};
 use crate::ipset::IpSet;
 use crate::model::Policy;
 use crate::tailnet::Tailnet;
@@ -389,21 +390,104 @@ fn principals_of(set: &IpSet) -> Vec<SshPrincipal> {
     out
 }
 
+/// An SSH rule with its sources and destinations resolved against the tailnet, so the per-node
+/// SSH policy is read off it without resolving anything.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ResolvedSsh {
+    src_set: IpSet,
+    /// Every address the destinations other than `autogroup:self` name.
+    dst_set: IpSet,
+    has_other_dsts: bool,
+    /// The nodes `dst_set` holds.
+    pub(crate) dst_nodes: Vec<usize>,
+    /// Source principals grouped by owning user (ascending id).
+    by_user: BTreeMap<u64, Vec<SshPrincipal>>,
+    /// Tagged source principals, repeated once per tag as the control plane does.
+    tagged: Vec<SshPrincipal>,
+    /// For `localpart:*@domain` users: each matching user's local part.
+    localpart_by_user: BTreeMap<u64, String>,
+    has_localpart: bool,
+}
+
 impl CompiledPolicy {
+    fn nodes_of(&self, set: &IpSet) -> Vec<usize> {
+        let mut out: Vec<usize> = set.ranges().into_iter().flat_map(|(lo, hi)| self.index.by_addr.range(lo..=hi).map(|(_, i)| *i)).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    pub(crate) fn resolve_ssh(&self, rule: &SshPolicyRule) -> ResolvedSsh {
+        let mut src_set = IpSet::new();
+        for s in &rule.src {
+            if let Some(set) = self.resolve_alias(s) {
+                src_set.extend(&set);
+            }
+        }
+        let localpart_domains: Vec<&str> = rule.users.iter().filter_map(|u| localpart_domain(u)).collect();
+        let mut localpart_by_user: BTreeMap<u64, String> = BTreeMap::new();
+        for d in &localpart_domains {
+            for u in &self.tailnet().users {
+                if let Some((local, dom)) = u.login.rsplit_once('@')
+                    && dom.eq_ignore_ascii_case(d)
+                {
+                    localpart_by_user.insert(u.id, local.to_string());
+                }
+            }
+        }
+        let mut by_user: BTreeMap<u64, IpSet> = BTreeMap::new();
+        let mut tagged = Vec::new();
+        for i in self.nodes_of(&src_set) {
+            let m = &self.tailnet().nodes[i];
+            if m.is_tagged() {
+                for _ in &m.tags {
+                    tagged.extend(m.addrs().iter().map(|a| SshPrincipal { node_ip: a.to_string() }));
+                }
+            } else if let Some(u) = m.user {
+                let set = by_user.entry(u).or_default();
+                for a in m.addrs() {
+                    set.add_addr(a);
+                }
+            }
+        }
+        let by_user = by_user.iter().map(|(u, s)| (*u, principals_of(s))).filter(|(_, p)| !p.is_empty()).collect();
+        let self_dst = Alias::AutoGroup(AutoGroup::SelfDevices);
+        let mut dst_set = IpSet::new();
+        let mut has_other_dsts = false;
+        for d in rule.dst.iter().filter(|d| **d != self_dst) {
+            has_other_dsts = true;
+            if let Some(set) = self.resolve_alias(d) {
+                dst_set.extend(&set);
+            }
+        }
+        ResolvedSsh {
+            src_set,
+            dst_nodes: self.nodes_of(&dst_set),
+            dst_set,
+            has_other_dsts,
+            by_user,
+            tagged,
+            localpart_by_user,
+            has_localpart: !localpart_domains.is_empty(),
+        }
+    }
+
+    pub(crate) fn resolve_all_ssh(&mut self) {
+        self.ssh = self.policy.ssh.iter().map(|r| self.resolve_ssh(r)).collect();
+        self.ssh_deps = DependencyIndex::default();
+        for (k, rule) in self.policy.ssh.iter().enumerate() {
+            self.ssh_deps.add(k, alias_keys(&self.policy, rule.src.iter().chain(&rule.dst)));
+        }
+    }
+
     /// The SSH rules node `node` enforces as an SSH server, first match wins. `control_url` is
     /// the base of the `check` action's callback URL. Empty when the node gets no SSH policy.
     pub fn ssh_rules_for(&self, node: usize, control_url: &str) -> Vec<SshRule> {
         let policy = self.policy();
         let Some(n) = self.tailnet().nodes.get(node) else { return Vec::new() };
         let mut rules = Vec::new();
-        for rule in &policy.ssh {
-            let mut src_set = IpSet::new();
-            for s in &rule.src {
-                if let Some(set) = self.resolve_alias(s) {
-                    src_set.extend(&set);
-                }
-            }
-            if src_set.is_empty() {
+        for (rule, resolved) in policy.ssh.iter().zip(&self.ssh) {
+            if resolved.src_set.is_empty() {
                 continue;
             }
             let action = match rule.action {
@@ -433,39 +517,7 @@ impl CompiledPolicy {
                     base_users.insert(u.clone(), u.clone());
                 }
             }
-            let localpart_domains: Vec<&str> = rule.users.iter().filter_map(|u| localpart_domain(u)).collect();
-            let has_localpart = !localpart_domains.is_empty();
-            let mut localpart_by_user: BTreeMap<u64, String> = BTreeMap::new();
-            for d in &localpart_domains {
-                for u in &self.tailnet().users {
-                    if let Some((local, dom)) = u.login.rsplit_once('@')
-                        && dom.eq_ignore_ascii_case(d)
-                    {
-                        localpart_by_user.insert(u.id, local.to_string());
-                    }
-                }
-            }
-            // Source principals grouped by owning user (ascending id); tagged nodes repeat
-            // once per tag, as the control plane does.
-            let mut by_user: BTreeMap<u64, IpSet> = BTreeMap::new();
-            let mut tagged = Vec::new();
-            for m in &self.tailnet().nodes {
-                if !m.addrs().iter().any(|a| src_set.contains(*a)) {
-                    continue;
-                }
-                if m.is_tagged() {
-                    for _ in &m.tags {
-                        tagged.extend(m.addrs().iter().map(|a| SshPrincipal { node_ip: a.to_string() }));
-                    }
-                } else if let Some(u) = m.user {
-                    let set = by_user.entry(u).or_default();
-                    for a in m.addrs() {
-                        set.add_addr(a);
-                    }
-                }
-            }
-            let by_user: BTreeMap<u64, Vec<SshPrincipal>> =
-                by_user.iter().map(|(u, s)| (*u, principals_of(s))).filter(|(_, p)| !p.is_empty()).collect();
+            let (by_user, tagged) = (&resolved.by_user, &resolved.tagged);
             let mut emit = |principals: Vec<SshPrincipal>, uid: Option<u64>| {
                 rules.push(SshRule {
                     principals: principals.clone(),
@@ -473,7 +525,7 @@ impl CompiledPolicy {
                     action: action.clone(),
                     accept_env: rule.accept_env.clone(),
                 });
-                if let Some(lp) = uid.and_then(|u| localpart_by_user.get(&u)) {
+                if let Some(lp) = uid.and_then(|u| resolved.localpart_by_user.get(&u)) {
                     rules.push(SshRule {
                         principals,
                         ssh_users: BTreeMap::from([(lp.clone(), lp.clone())]),
@@ -490,19 +542,12 @@ impl CompiledPolicy {
             {
                 emit(p.clone(), Some(uid));
             }
-            let others: Vec<&Alias> = rule.dst.iter().filter(|d| **d != self_dst).collect();
-            if others.is_empty() {
+            if !resolved.has_other_dsts {
                 continue;
             }
-            let mut dst_set = IpSet::new();
-            for d in others {
-                if let Some(set) = self.resolve_alias(d) {
-                    dst_set.extend(&set);
-                }
-            }
-            if n.addrs().iter().any(|a| dst_set.contains(*a)) {
-                if has_localpart {
-                    for (uid, p) in &by_user {
+            if n.addrs().iter().any(|a| resolved.dst_set.contains(*a)) {
+                if resolved.has_localpart {
+                    for (uid, p) in by_user {
                         emit(p.clone(), Some(*uid));
                     }
                     if !tagged.is_empty() {
@@ -515,7 +560,7 @@ impl CompiledPolicy {
                         emit(all, None);
                     }
                 }
-            } else if has_localpart && n.addrs().iter().any(|a| src_set.contains(*a)) {
+            } else if resolved.has_localpart && n.addrs().iter().any(|a| resolved.src_set.contains(*a)) {
                 if n.is_tagged() {
                     let mut own = IpSet::new();
                     for a in n.addrs() {

@@ -44,6 +44,21 @@ impl Node {
         !self.tags.is_empty()
     }
 
+    /// The place a deleted node leaves in a compiled policy's node list: no addresses, no
+    /// owner, no tags, so nothing selects it.
+    pub fn vacant(id: u64) -> Node {
+        Node {
+            id,
+            name: String::new(),
+            user: None,
+            tags: Vec::new(),
+            ipv4: None,
+            ipv6: None,
+            routable_ips: Vec::new(),
+            approved_routes: Vec::new(),
+        }
+    }
+
     /// The node's Tailscale addresses, IPv4 first.
     pub fn addrs(&self) -> Vec<IpAddr> {
         self.ipv4.map(IpAddr::V4).into_iter().chain(self.ipv6.map(IpAddr::V6)).collect()

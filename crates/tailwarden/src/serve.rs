@@ -158,6 +158,7 @@ fn settings(config: &Config, derp_map: tailwarden_wire::DerpMap) -> Settings {
             (tailwarden_config::PolicyMode::File, Some(path)) => PolicySource::File(path.clone()),
             (tailwarden_config::PolicyMode::File, None) => PolicySource::AllowAll,
         },
+        map_coalesce_window: config.batch_change_delay,
     }
 }
 

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 /// One rule: either network access (`DstPorts`, optional `IPProto`) or application capabilities (`CapGrant`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FilterRule {
-    /// Source IPs, CIDRs, ranges, `*`, or `cap:<attr>`.
+    /// Source IPs, CIDRs, ranges, `*`, or `cap:<attr>`. Shared: the same source list often
+    /// appears in many nodes' filters (it is the rule's merge key), so nodes share one copy.
     #[serde(rename = "SrcIPs")]
-    pub src_ips: Vec<String>,
+    pub src_ips: std::sync::Arc<[String]>,
     /// Allowed destinations; empty for capability rules.
     #[serde(rename = "DstPorts", skip_serializing_if = "Vec::is_empty")]
     pub dst_ports: Vec<NetPortRange>,
@@ -25,7 +26,7 @@ impl FilterRule {
     /// The rule that allows every source to reach every port: the default when no policy is configured.
     pub fn allow_all() -> FilterRule {
         FilterRule {
-            src_ips: vec!["*".into()],
+            src_ips: vec!["*".to_string()].into(),
             dst_ports: vec![NetPortRange { ip: "*".into(), ports: PortRange::ANY }],
             ip_proto: Vec::new(),
             cap_grant: Vec::new(),

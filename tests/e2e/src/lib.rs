@@ -11,9 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The workspace root (two levels above this crate).
+/// The workspace root (two levels above this crate). Cargo and nextest set `CARGO_MANIFEST_DIR` when they run a
+/// test; it is read at run time because a test binary cargo reuses from another checkout of the same commit would
+/// carry that checkout's path.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root exists")
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    manifest_dir
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root exists")
 }
 
 /// The server binary: `TAILWARDEN_BIN`, or `<target>/debug/tailwarden`.
