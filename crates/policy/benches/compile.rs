@@ -4,7 +4,9 @@
 //! filters and peers.
 //!
 //! `cargo bench -p tailwarden-policy --bench compile -- [NODES ...]` (default: 1000 2000 5000
-//! 10000). Each "every node" phase stops after a time budget (`TW_BENCH_BUDGET_SECS`, default
+//! 10000). `cargo bench -p tailwarden-policy --bench compile -- segmented [NODES ...]` (default:
+//! 1000 10000 100000) measures one node joining and leaving a tailnet where every node sees
+//! about 100 peers, which is the cost the netmap engine pays per membership change. Each "every node" phase stops after a time budget (`TW_BENCH_BUDGET_SECS`, default
 //! 30) and extrapolates from the nodes it covered; the table marks such rows with `~`.
 
 use std::fmt::Write as _;
@@ -259,7 +261,109 @@ fn run(nodes: usize, budget: Duration) -> Vec<String> {
     ]
 }
 
+/// The segmented tailnet: one user per four nodes, users in groups of 25 (so 100 devices per
+/// group), one rule per group letting it reach itself; every node sees about 100 peers.
+fn segmented(nodes: usize) -> (Tailnet, String) {
+    let users = nodes.div_ceil(4);
+    let groups = users.div_ceil(25);
+    let net = Tailnet {
+        users: (0..users).map(|u| User { id: u as u64 + 1, login: login(u), admin: false, owner: false }).collect(),
+        nodes: (0..nodes)
+            .map(|i| {
+                let n = i as u32 + 1;
+                Node {
+                    id: n as u64,
+                    name: format!("node{n}"),
+                    user: Some((i / 4) as u64 + 1),
+                    tags: Vec::new(),
+                    ipv4: Some(std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0)) + n)),
+                    ipv6: Some(std::net::Ipv6Addr::from(0xfd7a_115c_a1e0_u128 << 80 | n as u128)),
+                    routable_ips: Vec::new(),
+                    approved_routes: Vec::new(),
+                }
+            })
+            .collect(),
+        domains: vec!["example.com".into()],
+    };
+    let mut text = String::from("{\"groups\": {");
+    for g in 0..groups {
+        let members: Vec<String> = (g * 25..((g + 1) * 25).min(users)).map(login).collect();
+        let _ = write!(text, "{}\"group:s{g}\": [{}]", if g > 0 { "," } else { "" }, quoted(&members));
+    }
+    text.push_str("}, \"acls\": [");
+    for g in 0..groups {
+        let _ = write!(text, "{}{{\"action\": \"accept\", \"src\": [\"group:s{g}\"], \"dst\": [\"group:s{g}:*\"]}}", if g > 0 { "," } else { "" });
+    }
+    text.push_str("]}");
+    (net, text)
+}
+
+/// Per-change cost in the segmented tailnet: a node joins, then that node leaves, each applied
+/// in place with the affected nodes' filters and peers re-derived; averaged over `rounds`.
+fn run_segmented(nodes: usize, rounds: usize) -> Vec<String> {
+    let (net, text) = segmented(nodes);
+    let policy = Policy::parse(&text).expect("generated policy parses");
+    let start = Instant::now();
+    let mut compiled = CompiledPolicy::new(&policy, &net);
+    let compile = start.elapsed();
+    let mut rng = Rng(SEED ^ nodes as u64);
+    let (mut join_total, mut leave_total, mut affected_total) = (Duration::ZERO, Duration::ZERO, 0usize);
+    let mut apply_total = Duration::ZERO;
+    for r in 0..rounds {
+        let template = &net.nodes[rng.below(nodes)];
+        let id = (nodes + 1 + r) as u64;
+        let mut node = template.clone();
+        node.id = id;
+        node.name = format!("node{id}");
+        node.ipv4 = Some(std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(100, 96, 0, 0)) + id as u32));
+        node.ipv6 = Some(std::net::Ipv6Addr::from(0xfd7a_115c_a1e0_u128 << 80 | id as u128));
+        let derive = |c: &CompiledPolicy, affected: Affected| -> usize {
+            let list = match affected {
+                Affected::Nodes(list) => list,
+                Affected::All => (0..c.tailnet().nodes.len()).collect(),
+            };
+            for &i in &list {
+                std::hint::black_box(c.filter_for(i));
+                std::hint::black_box(c.peers(i));
+            }
+            list.len()
+        };
+        let t = Instant::now();
+        let affected = compiled.update_node(node);
+        apply_total += t.elapsed();
+        affected_total += derive(&compiled, affected);
+        join_total += t.elapsed();
+        let t = Instant::now();
+        let affected = compiled.remove_node(id);
+        derive(&compiled, affected);
+        leave_total += t.elapsed();
+    }
+    let per = |d: Duration| format!("{:.3}", d.as_secs_f64() * 1e3 / rounds as f64);
+    vec![
+        format!("{nodes}"),
+        format!("{:.1}", compile.as_secs_f64() * 1e3),
+        per(apply_total),
+        per(join_total),
+        per(leave_total),
+        format!("{:.0}", affected_total as f64 / rounds as f64),
+        format!("{}", compiled.peers(0).len()),
+    ]
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("segmented") {
+        let mut sizes: Vec<usize> = std::env::args().skip(2).filter_map(|a| a.parse().ok()).collect();
+        if sizes.is_empty() {
+            sizes = vec![1_000, 10_000, 100_000];
+        }
+        println!("segmented: groups of 100 devices, each group reaches itself; per-change times in ms, one thread, mean of 200 rounds");
+        println!("| nodes | compile | join: update_node | join + re-derive affected | leave + re-derive affected | affected per join | peers/node |");
+        println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for n in sizes {
+            println!("| {} |", run_segmented(n, 200).join(" | "));
+        }
+        return;
+    }
     let mut sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     if sizes.is_empty() {
         sizes = vec![1_000, 2_000, 5_000, 10_000];

@@ -202,6 +202,15 @@ impl<'a> Resolver<'a> {
         self.nodes_in(self.index.user_nodes(login))
     }
 
+    /// The untagged nodes of several users, gathered in node order so the set is built by
+    /// appending.
+    fn logins_nodes<'l>(&self, logins: impl Iterator<Item = &'l str>) -> IpSet {
+        let mut nodes: Vec<usize> = logins.flat_map(|l| self.index.user_nodes(l)).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        self.nodes_in(nodes)
+    }
+
     /// The addresses an alias stands for; `None` when it names nothing resolvable here
     /// (`autogroup:self`, SSH-only autogroups, undefined hosts).
     pub(crate) fn resolve(&self, alias: &Alias) -> Option<IpSet> {
@@ -209,22 +218,12 @@ impl<'a> Resolver<'a> {
             Alias::Wildcard => tailscale_addresses(),
             Alias::User(login) => self.user_nodes(login),
             Alias::UserDomain(domain) => {
-                let mut set = IpSet::new();
-                for u in &self.tailnet.users {
-                    let user_domain = u.login.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-                    if user_domain.eq_ignore_ascii_case(domain) {
-                        set.extend(&self.user_nodes(&u.login));
-                    }
-                }
-                set
+                let logins = self.tailnet.users.iter().map(|u| u.login.as_str()).filter(|login| {
+                    login.rsplit_once('@').map(|(_, d)| d).unwrap_or("").eq_ignore_ascii_case(domain)
+                });
+                self.logins_nodes(logins)
             }
-            Alias::Group(g) => {
-                let mut set = IpSet::new();
-                for u in self.policy.groups.get(g).into_iter().flatten() {
-                    set.extend(&self.user_nodes(u));
-                }
-                set
-            }
+            Alias::Group(g) => self.logins_nodes(self.policy.groups.get(g).into_iter().flatten().map(String::as_str)),
             Alias::Tag(t) => self.nodes_in(self.index.by_tag.get(t).into_iter().flatten().copied()),
             Alias::Host(h) => {
                 let mut set = IpSet::new();
@@ -528,12 +527,31 @@ impl CompiledPolicy {
             }
         }
         let holders = Holders { by_addr: &self.index.by_addr, routers: &self.routers, routes: &self.routes };
-        cg.rows = cg
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(r, rule)| self.reach.insert(&holders, Matcher::from_rule(rule, None), Origin::Shared(g, r)))
-            .collect();
+        // The grant's network rules share one source list: parse it once.
+        let mut parsed_srcs: Option<(Arc<[String]>, IpSet)> = None;
+        let mut rows = Vec::with_capacity(cg.rules.len());
+        for (r, rule) in cg.rules.iter().enumerate() {
+            let srcs = match &parsed_srcs {
+                Some((list, set)) if Arc::ptr_eq(list, &rule.src_ips) => set.clone(),
+                _ => {
+                    let set = Matcher::parse_all(rule.src_ips.iter());
+                    parsed_srcs = Some((rule.src_ips.clone(), set.clone()));
+                    set
+                }
+            };
+            let matcher = match cg.dst_sets.get(r) {
+                Some(sets) if rule.cap_grant.is_empty() => {
+                    let mut dsts = IpSet::new();
+                    for set in sets.iter().flatten() {
+                        dsts.extend(set);
+                    }
+                    Matcher::new(srcs, dsts, None)
+                }
+                _ => Matcher::from_rule(rule, None),
+            };
+            rows.push(self.reach.insert(&holders, matcher, Origin::Shared(g, r)));
+        }
+        cg.rows = rows;
         cg.via_rows = via_rules
             .into_iter()
             .map(|(rule, i)| self.reach.insert(&holders, Matcher::from_rule(&rule, Some(i)), Origin::PerNode))
@@ -1173,7 +1191,7 @@ fn compile_grant(r: &Resolver<'_>, grant: &Grant, subnet_strings: &[String]) -> 
         if has_danger_all {
             return vec!["*".to_string()];
         }
-        let mut v = merged.strings_keeping(&node_addrs);
+        let mut v = merged.strings_keeping_by(&node_addrs, &|a| r.index.text(a));
         if has_wildcard {
             v.extend(subnet_strings.iter().cloned());
         }
@@ -1219,7 +1237,7 @@ fn compile_grant(r: &Resolver<'_>, grant: &Grant, subnet_strings: &[String]) -> 
         if has_wildcard && !non_wild.is_empty() {
             let mut seen: BTreeSet<String> = v.iter().cloned().collect();
             for s in &non_wild {
-                for text in s.strings_keeping(&node_addrs) {
+                for text in s.strings_keeping_by(&node_addrs, &|a| r.index.text(a)) {
                     if seen.insert(text.clone()) {
                         v.push(text);
                     }
@@ -1244,7 +1262,7 @@ fn compile_grant(r: &Resolver<'_>, grant: &Grant, subnet_strings: &[String]) -> 
                 let texts: Vec<String> = if **d == Alias::AutoGroup(AutoGroup::Internet) {
                     set.range_strings()
                 } else if Resolver::is_node_alias(d) {
-                    set.strings_keeping(&set)
+                    set.strings_keeping_by(&set, &|a| r.index.text(a))
                 } else {
                     set.prefixes().iter().map(host_string).collect()
                 };

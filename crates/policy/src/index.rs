@@ -28,6 +28,8 @@ pub(crate) struct NodeIndex {
     pub(crate) tagged: BTreeSet<usize>,
     /// Login → the first user with it (as [`Tailnet::user_by_login`] finds it).
     pub(crate) login_user: HashMap<String, u64>,
+    /// Every node address as rules spell it, formatted once.
+    addr_text: HashMap<IpAddr, String>,
 }
 
 impl NodeIndex {
@@ -46,6 +48,7 @@ impl NodeIndex {
         self.by_id.insert(n.id, i);
         for a in n.addrs() {
             self.by_addr.insert(a, i);
+            self.addr_text.insert(a, a.to_string());
         }
         if n.is_tagged() {
             self.tagged.insert(i);
@@ -67,6 +70,7 @@ impl NodeIndex {
         for a in n.addrs() {
             if self.by_addr.get(&a) == Some(&i) {
                 self.by_addr.remove(&a);
+                self.addr_text.remove(&a);
             }
         }
         self.tagged.remove(&i);
@@ -79,6 +83,11 @@ impl NodeIndex {
         if let Some(set) = n.user.and_then(|u| self.by_user.get_mut(&u)) {
             set.remove(&i);
         }
+    }
+
+    /// An address as rules spell it.
+    pub(crate) fn text(&self, a: IpAddr) -> String {
+        self.addr_text.get(&a).cloned().unwrap_or_else(|| a.to_string())
     }
 
     /// The untagged nodes of the user with this login.

@@ -20,6 +20,21 @@ pub(crate) struct Matcher {
 }
 
 impl Matcher {
+    pub(crate) fn new(srcs: IpSet, dsts: IpSet, only: Option<usize>) -> Matcher {
+        Matcher { srcs, dsts, only }
+    }
+
+    /// The union of a list of packet-filter address patterns.
+    pub(crate) fn parse_all<'a>(patterns: impl Iterator<Item = &'a String>) -> IpSet {
+        let mut set = IpSet::new();
+        for s in patterns {
+            if let Some(one) = parse_pattern(s) {
+                set.extend(&one);
+            }
+        }
+        set
+    }
+
     pub(crate) fn from_rule(rule: &tailwarden_wire::FilterRule, only: Option<usize>) -> Matcher {
         let mut srcs = IpSet::new();
         for s in rule.src_ips.iter() {

@@ -36,12 +36,17 @@ impl TenantStore<'_> {
         loop {
             attempt += 1;
             let err = match self.register_once(&reg, &tags).await {
-                Ok(done) => return Ok(done),
+                Ok(done) => {
+                    self.store.taken.add(self.tid(), &done.node);
+                    return Ok(done);
+                }
                 Err(e) => e,
             };
             let Some(description) = err.unique_violation() else {
                 return Err(self.missing_tenant(err));
             };
+            // Another instance may have taken a name or address this one believed free.
+            self.store.taken.forget(self.tid());
             let what = classify_node_conflict(&description, reg.given_name.as_str());
             if what == Conflict::NodeKey {
                 // Another node holds this node key: retrying cannot help.
@@ -126,19 +131,30 @@ impl TenantStore<'_> {
                 .await?;
                 return Ok(RegisteredNode { node: row.try_into()?, created: false });
             }
-            let taken: Vec<(String, Option<String>, Option<String>)> =
-                sqlx::query_as("SELECT given_name, ipv4, ipv6 FROM nodes WHERE tenant_id = $1")
-                    .bind(tid)
-                    .fetch_all(&mut *conn)
-                    .await?;
-            let mut names = BTreeSet::new();
-            let mut used = BTreeSet::new();
-            for (name, v4, v6) in taken {
-                names.insert(name);
-                used.extend(v4.iter().chain(v6.iter()).filter_map(|s| s.parse::<IpAddr>().ok()));
-            }
-            let (ipv4, ipv6) = allocator.allocate(&used, &mut rand::thread_rng())?;
-            let given_name = free_given_name(&reg.given_name, &names);
+            let cached = self.store.taken.pick(tid, |taken| {
+                let ips = allocator.allocate(&taken.ips, &mut rand::thread_rng());
+                (ips, free_given_name(&reg.given_name, &taken.names))
+            });
+            let (ips, given_name) = match cached {
+                Some(picked) => picked,
+                None => {
+                    let rows: Vec<(String, Option<String>, Option<String>)> =
+                        sqlx::query_as("SELECT given_name, ipv4, ipv6 FROM nodes WHERE tenant_id = $1")
+                            .bind(tid)
+                            .fetch_all(&mut *conn)
+                            .await?;
+                    let mut taken = Taken::default();
+                    for (name, v4, v6) in rows {
+                        taken.names.insert(name);
+                        taken.ips.extend(v4.iter().chain(v6.iter()).filter_map(|s| s.parse::<IpAddr>().ok()));
+                    }
+                    let ips = allocator.allocate(&taken.ips, &mut rand::thread_rng());
+                    let name = free_given_name(&reg.given_name, &taken.names);
+                    self.store.taken.fill(tid, taken);
+                    (ips, name)
+                }
+            };
+            let (ipv4, ipv6) = ips?;
             let row: NodeRow = sqlx::query_as(concat!(
                 "INSERT INTO nodes (tenant_id, machine_key, node_key, disco_key, ipv4, ipv6, hostname, given_name, \
                  user_id, tags, hostinfo, endpoints, approved_routes, expiry_ms, last_seen_ms, ephemeral, \
@@ -290,10 +306,11 @@ impl TenantStore<'_> {
 
     /// Renames the node. Fails with [`Conflict::GivenName`] if another node of the tenant has the name.
     pub async fn rename_node(&self, id: NodeId, name: DnsLabel) -> Result<NodeRecord> {
-        self.update_node(id, "given_name = $3", Value::Text(name.as_str()), || {
-            Conflict::GivenName(name.as_str().to_string())
-        })
-        .await
+        let renamed = self
+            .update_node(id, "given_name = $3", Value::Text(name.as_str()), || Conflict::GivenName(name.as_str().to_string()))
+            .await;
+        self.store.taken.forget(self.tid());
+        renamed
     }
 
     /// Replaces the node's tags (stored sorted and de-duplicated).
@@ -318,7 +335,9 @@ impl TenantStore<'_> {
                 .fetch_optional(db)
                 .await?
         });
-        row.ok_or(StoreError::not_found(Entity::Node, id.0))?.try_into()
+        let node: NodeRecord = row.ok_or(StoreError::not_found(Entity::Node, id.0))?.try_into()?;
+        self.store.taken.remove(self.tid(), &node);
+        Ok(node)
     }
 
     /// `UPDATE nodes SET <assignment>, updated_ms = now WHERE tenant_id = $1 AND id = $2 RETURNING *`, with the
@@ -362,6 +381,64 @@ fn unreachable_conflict(column: &str) -> Conflict {
 }
 
 /// `wanted` if no node has it, else the first of `wanted-1`, `wanted-2`, … that is free.
+/// The given names and addresses of one tenant's nodes.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    names: BTreeSet<String>,
+    ips: BTreeSet<IpAddr>,
+    loaded: Option<std::time::Instant>,
+}
+
+/// Per tenant, the names and addresses in use, read from the node table once and then kept up to date by this
+/// process's own registrations and deletions. Other instances sharing the database change the table behind it, so an
+/// entry is trusted for [`TakenCache::FRESH`] only, and a registration that collides with another instance's
+/// (a unique violation) forgets it: the retry reads the table again. Within its lifetime a stale entry can only
+/// believe a freed name or address is still taken, which wastes it until the next read, never hands out a duplicate.
+#[derive(Debug, Default)]
+pub(crate) struct TakenCache {
+    tenants: std::sync::Mutex<std::collections::HashMap<i64, Taken>>,
+}
+
+impl TakenCache {
+    const FRESH: Duration = Duration::from_secs(30);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, Taken>> {
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the tenant's fresh entry, if there is one.
+    fn pick<T>(&self, tid: i64, f: impl FnOnce(&Taken) -> T) -> Option<T> {
+        let tenants = self.lock();
+        let taken = tenants.get(&tid)?;
+        taken.loaded.is_some_and(|at| at.elapsed() < Self::FRESH).then(|| f(taken))
+    }
+
+    fn fill(&self, tid: i64, mut taken: Taken) {
+        taken.loaded = Some(std::time::Instant::now());
+        self.lock().insert(tid, taken);
+    }
+
+    fn add(&self, tid: i64, node: &NodeRecord) {
+        if let Some(t) = self.lock().get_mut(&tid) {
+            t.names.insert(node.given_name.clone());
+            t.ips.extend(node.ipv4.map(IpAddr::V4).into_iter().chain(node.ipv6.map(IpAddr::V6)));
+        }
+    }
+
+    fn remove(&self, tid: i64, node: &NodeRecord) {
+        if let Some(t) = self.lock().get_mut(&tid) {
+            t.names.remove(&node.given_name);
+            for ip in node.ipv4.map(IpAddr::V4).into_iter().chain(node.ipv6.map(IpAddr::V6)) {
+                t.ips.remove(&ip);
+            }
+        }
+    }
+
+    fn forget(&self, tid: i64) {
+        self.lock().remove(&tid);
+    }
+}
+
 fn free_given_name(wanted: &DnsLabel, taken: &BTreeSet<String>) -> DnsLabel {
     if !taken.contains(wanted.as_str()) {
         return wanted.clone();

@@ -144,6 +144,8 @@ pub(crate) async fn finish<DB: sqlx::Database, T>(tx: sqlx::Transaction<'_, DB>,
 pub struct Store {
     pub(crate) backend: Backend,
     pub(crate) allocator: Arc<IpAllocator>,
+    /// Names and addresses in use per tenant, so a registration need not read the whole node table.
+    pub(crate) taken: Arc<crate::nodes::TakenCache>,
 }
 
 impl Store {
@@ -172,7 +174,7 @@ impl Store {
             }
             other => return Err(StoreError::UnsupportedUrl { scheme: other.to_string() }),
         };
-        Ok(Store { backend, allocator: Arc::new(options.ip_allocator) })
+        Ok(Store { backend, allocator: Arc::new(options.ip_allocator), taken: Default::default() })
     }
 
     /// The rows of one tenant. Every row-level query goes through the returned handle and is bound to `tenant`.
