@@ -518,6 +518,11 @@ pub(crate) fn records(at: &str, v: &Value, warnings: &mut Vec<Warning>) -> Resul
             errors.push(FieldError::new(format!("{at}.name"), "must not be empty"));
             continue;
         }
+        // Such a name is never a DNS name, and its JSON escape would make tailscale-rs drop the whole map message.
+        if name.trim().chars().any(|c| c == '"' || c == '\\' || c.is_whitespace() || c.is_control()) {
+            errors.push(FieldError::new(format!("{at}.name"), format!("{name:?} is not a DNS name")));
+            continue;
+        }
         let parsed = match kind.trim().to_ascii_uppercase().as_str() {
             "A" => value.trim().parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| "an IPv4 address for an A record"),
             "AAAA" => value.trim().parse::<Ipv6Addr>().map(IpAddr::V6).map_err(|_| "an IPv6 address for an AAAA record"),

@@ -101,6 +101,8 @@ mod tests {
         let ExtraRecordsError::Invalid { errors, .. } = &err else { panic!("{err}") };
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["[0].value", "[1].type"], "{err}");
+        let quoted = read(r#"[{"name":"a\"b.example","value":"100.64.0.1"}]"#).unwrap_err();
+        assert!(quoted.to_string().contains("[0].name"), "{quoted}");
         assert!(err.to_string().contains("is not an IPv4 address for an A record"), "{err}");
         assert!(matches!(read(r#"{"name":"a"}"#), Err(ExtraRecordsError::Invalid { .. })), "an object is not a list");
         let missing = read_extra_records(Path::new("/nonexistent/records.json")).unwrap_err();
