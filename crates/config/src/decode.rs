@@ -432,58 +432,13 @@ impl<'a> Decoder<'a> {
     }
 
     fn extra_records(&mut self, v: &Value, target: &mut Vec<DnsRecord>) {
-        const PATH: &str = "dns.extra_records";
-        let Value::Sequence(items) = v else {
-            return self.fail(PATH, format!("expected a list of records, found {}", describe(v)));
-        };
-        let mut out = Vec::with_capacity(items.len());
-        let before = self.errors.len();
-        for (i, item) in items.iter().enumerate() {
-            let at = format!("{PATH}[{i}]");
-            let Value::Mapping(map) = item else {
-                self.fail(at, format!("expected a record with name, type and value, found {}", describe(item)));
-                continue;
-            };
-            let mut fields: BTreeMap<String, &Value> = BTreeMap::new();
-            for (k, v) in map {
-                let name = key_text(k).unwrap_or_default().to_ascii_lowercase();
-                if matches!(name.as_str(), "name" | "type" | "value") {
-                    fields.insert(name, v);
-                } else {
-                    self.warnings
-                        .push(Warning::new(format!("{at}.{name}"), WarningKind::UnknownKey { suggestion: None }));
+        match records("dns.extra_records", v, &mut self.warnings) {
+            Ok(records) => *target = records,
+            Err(errors) => {
+                for e in errors {
+                    self.fail(e.path, e.message);
                 }
             }
-            let get = |f: &str| fields.get(f).map(|v| text(v)).transpose();
-            let (name, kind, value) = match (get("name"), get("type"), get("value")) {
-                (Ok(n), Ok(t), Ok(v)) => (n.unwrap_or_default(), t.unwrap_or_default(), v.unwrap_or_default()),
-                _ => {
-                    self.fail(at, "name, type and value must be strings");
-                    continue;
-                }
-            };
-            if name.trim().is_empty() {
-                self.fail(format!("{at}.name"), "must not be empty");
-                continue;
-            }
-            let parsed = match kind.trim().to_ascii_uppercase().as_str() {
-                "A" => value.trim().parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| "an IPv4 address for an A record"),
-                "AAAA" => {
-                    value.trim().parse::<Ipv6Addr>().map(IpAddr::V6).map_err(|_| "an IPv6 address for an AAAA record")
-                }
-                "" => value.trim().parse::<IpAddr>().map_err(|_| "an IP address"),
-                other => {
-                    self.fail(format!("{at}.type"), format!("only A and AAAA records are supported, found {other:?}"));
-                    continue;
-                }
-            };
-            match parsed {
-                Ok(ip) => out.push(DnsRecord { name: name.trim().to_owned(), value: ip }),
-                Err(expected) => self.fail(format!("{at}.value"), format!("{value:?} is not {expected}")),
-            }
-        }
-        if self.errors.len() == before {
-            *target = out;
         }
     }
 
@@ -529,6 +484,63 @@ impl<'a> Decoder<'a> {
 }
 
 /// A scalar as text (numbers and booleans are written out, as Headscale's viper does).
+/// A list of A/AAAA records (`dns.extra_records`, or the file `dns.extra_records_path`); the keys of each record
+/// are matched case-insensitively, as Go's JSON decoder does. Errors are located under `at`.
+pub(crate) fn records(at: &str, v: &Value, warnings: &mut Vec<Warning>) -> Result<Vec<DnsRecord>, Vec<FieldError>> {
+    let Value::Sequence(items) = v else {
+        return Err(vec![FieldError::new(at, format!("expected a list of records, found {}", describe(v)))]);
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        let Value::Mapping(map) = item else {
+            errors.push(FieldError::new(at, format!("expected a record with name, type and value, found {}", describe(item))));
+            continue;
+        };
+        let mut fields: BTreeMap<String, &Value> = BTreeMap::new();
+        for (k, v) in map {
+            let name = key_text(k).unwrap_or_default().to_ascii_lowercase();
+            if matches!(name.as_str(), "name" | "type" | "value") {
+                fields.insert(name, v);
+            } else {
+                warnings.push(Warning::new(format!("{at}.{name}"), WarningKind::UnknownKey { suggestion: None }));
+            }
+        }
+        let get = |f: &str| fields.get(f).map(|v| text(v)).transpose();
+        let (name, kind, value) = match (get("name"), get("type"), get("value")) {
+            (Ok(n), Ok(t), Ok(v)) => (n.unwrap_or_default(), t.unwrap_or_default(), v.unwrap_or_default()),
+            _ => {
+                errors.push(FieldError::new(at, "name, type and value must be strings"));
+                continue;
+            }
+        };
+        if name.trim().is_empty() {
+            errors.push(FieldError::new(format!("{at}.name"), "must not be empty"));
+            continue;
+        }
+        // Such a name is never a DNS name, and its JSON escape would make tailscale-rs drop the whole map message.
+        if name.trim().chars().any(|c| c == '"' || c == '\\' || c.is_whitespace() || c.is_control()) {
+            errors.push(FieldError::new(format!("{at}.name"), format!("{name:?} is not a DNS name")));
+            continue;
+        }
+        let parsed = match kind.trim().to_ascii_uppercase().as_str() {
+            "A" => value.trim().parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| "an IPv4 address for an A record"),
+            "AAAA" => value.trim().parse::<Ipv6Addr>().map(IpAddr::V6).map_err(|_| "an IPv6 address for an AAAA record"),
+            "" => value.trim().parse::<IpAddr>().map_err(|_| "an IP address"),
+            other => {
+                errors.push(FieldError::new(format!("{at}.type"), format!("only A and AAAA records are supported, found {other:?}")));
+                continue;
+            }
+        };
+        match parsed {
+            Ok(ip) => out.push(DnsRecord { name: name.trim().to_owned(), value: ip }),
+            Err(expected) => errors.push(FieldError::new(format!("{at}.value"), format!("{value:?} is not {expected}"))),
+        }
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
+}
+
 fn text(v: &Value) -> Parsed<String> {
     match v {
         Value::String(s) => Ok(s.clone()),

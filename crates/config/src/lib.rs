@@ -7,6 +7,7 @@ mod defaults;
 mod derived;
 mod duration;
 mod error;
+mod extra_records;
 mod keys;
 mod load;
 mod model;
@@ -16,6 +17,7 @@ mod validate;
 pub use defaults::{DEFAULT_STATE_DIR, STATE_DIR_ENV, TAILSCALE_V4_RANGE, TAILSCALE_V6_RANGE};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{ConfigError, FieldError, Level, Warning, WarningKind};
+pub use extra_records::{ExtraRecordsError, read_extra_records};
 pub use load::{Loaded, Sources};
 pub use model::*;
 

@@ -9,6 +9,7 @@
 pub mod admin;
 mod error;
 pub mod keys;
+mod live;
 mod map_session;
 mod policy_view;
 pub mod reachability;
@@ -19,7 +20,7 @@ mod settings;
 mod tailnet;
 
 pub use error::ControlError;
-pub use settings::{DEFAULT_COALESCE_WINDOW, DnsSettings, PolicySource, Settings};
+pub use settings::{DEFAULT_COALESCE_WINDOW, DnsSettings, Live, PolicySource, Settings};
 pub use tailnet::{NodeView, TAGGED_DEVICES_USER_ID};
 
 use std::collections::BTreeMap;

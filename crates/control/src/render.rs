@@ -130,7 +130,7 @@ pub(crate) fn dns_config(settings: &Settings) -> DnsConfig {
         } else {
             Vec::new()
         },
-        extra_records: dns.extra_records.clone(),
+        extra_records: dns.extra_records.get().to_vec(),
         ..Default::default()
     };
     for (domain, servers) in &dns.split_nameservers {
@@ -165,7 +165,7 @@ pub(crate) fn full_map(
     profile_ids.extend(peer_nodes.iter().map(|n| n.user));
     MapResponse {
         node: Some(me),
-        derp_map: Some(settings.derp_map.clone()),
+        derp_map: Some(settings.derp_map.get().as_ref().clone()),
         // A non-empty list replaces the client's peers; an empty one must be left out (tailscale-rs would wipe).
         peers: (!peer_nodes.is_empty()).then_some(peer_nodes),
         dns_config: Some(dns_config(settings)),

@@ -750,6 +750,18 @@ impl Tailnet {
         }
         Ok(())
     }
+
+    /// Queues `msg` to every open session, encoded once per compression mode: server-wide changes (DNS
+    /// configuration, DERP map) that every node receives alike.
+    pub fn broadcast(&self, msg: &MapResponse) {
+        let st = self.lock();
+        let mut enc = EncodeOnce::new(msg);
+        for session in st.sessions.values() {
+            if let Some(frame) = enc.frame(session.compression) {
+                deliver(session, frame);
+            }
+        }
+    }
 }
 
 fn deliver(session: &SessionHandle, frame: Frame) {

@@ -501,3 +501,42 @@ fn node_ips(server: &TestServer) -> Vec<(String, String)> {
     .unwrap();
     views.into_iter().map(|v| (v.record.given_name, v.record.ipv4.unwrap().to_string())).collect()
 }
+
+#[tokio::test]
+async fn new_dns_records_and_derp_maps_reach_every_session_in_both_encodings() {
+    let server = start(settings()).await;
+    let k = key(&server, "alice", true, false).await;
+    let mut a = Client::connect(&server, &MachineKeyPair::random(), NodeKeyPair::random()).await;
+    a.register(&k, "alpha").await;
+    let mut b = Client::connect(&server, &MachineKeyPair::random(), NodeKeyPair::random()).await;
+    b.register(&k, "beta").await;
+    let mut sa = a.stream("").await;
+    let mut sb = b.stream("zstd").await;
+    assert!(sa.next(SEC).await["DNSConfig"].get("ExtraRecords").is_none());
+    sb.next(SEC).await;
+
+    let record = tailwarden_wire::DnsRecord { name: "grafana.example.com".into(), record_type: "A".into(), value: "100.64.0.9".into() };
+    assert!(server.control.set_extra_records(vec![record.clone()]));
+    assert!(!server.control.set_extra_records(vec![record]), "the same records are no change");
+    for stream in [&mut sa, &mut sb] {
+        let msg = stream.until(SEC, |m| m.get("DNSConfig").is_some()).await;
+        assert_eq!(msg["DNSConfig"]["ExtraRecords"], json!([{"Name": "grafana.example.com", "Type": "A", "Value": "100.64.0.9"}]));
+        assert_eq!(msg["DNSConfig"]["Domains"][0], "tailnet.internal");
+    }
+
+    let mut map = server.control.settings().derp_map.get().as_ref().clone();
+    map.regions.get_mut(&999).unwrap().nodes[0].derp_port = 9443;
+    assert!(server.control.set_derp_map(map.clone()));
+    assert!(!server.control.set_derp_map(map));
+    for stream in [&mut sa, &mut sb] {
+        let msg = stream.until(SEC, |m| m.get("DERPMap").is_some()).await;
+        assert_eq!(msg["DERPMap"]["Regions"]["999"]["Nodes"][0]["DERPPort"], 9443);
+    }
+
+    // A session opened afterwards starts with the new values.
+    let mut c = Client::connect(&server, &MachineKeyPair::random(), NodeKeyPair::random()).await;
+    c.register(&k, "gamma").await;
+    let first = c.stream("").await.next(SEC).await;
+    assert_eq!(first["DERPMap"]["Regions"]["999"]["Nodes"][0]["DERPPort"], 9443);
+    assert_eq!(first["DNSConfig"]["ExtraRecords"][0]["Name"], "grafana.example.com");
+}

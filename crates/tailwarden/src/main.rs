@@ -3,6 +3,7 @@
 
 mod cli;
 mod derpmap;
+mod live;
 mod serve;
 mod tls;
 

