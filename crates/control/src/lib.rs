@@ -8,6 +8,7 @@
 
 pub mod admin;
 mod error;
+mod external_login;
 pub mod keys;
 mod map_session;
 mod policy_view;
@@ -19,6 +20,7 @@ mod settings;
 mod tailnet;
 
 pub use error::ControlError;
+pub use external_login::ExternalUser;
 pub use settings::{DnsSettings, PolicySource, Settings};
 pub use tailnet::{NodeView, TAGGED_DEVICES_USER_ID};
 

@@ -53,7 +53,10 @@ pub enum OidcError {
         /// Its `error_description`, if any.
         description: Option<String>,
     },
-    /// The token endpoint did not accept the authorization code.
+    /// The token endpoint could not be reached.
+    #[error("the identity provider's token endpoint could not be reached")]
+    TokenRequest(#[source] HttpError),
+    /// The token endpoint did not accept the authorization code (or answered with something unreadable).
     #[error("exchanging the authorization code failed")]
     CodeExchange(#[source] RequestTokenError<HttpError, StandardErrorResponse<CoreErrorResponseType>>),
     /// The token response carried no ID token.

@@ -11,7 +11,7 @@ use openidconnect::core::{
 use openidconnect::{
     AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
     EndpointSet, IdToken, IdTokenClaims, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, Scope, TokenResponse, UserInfoClaims,
+    RedirectUrl, RequestTokenError, Scope, TokenResponse, UserInfoClaims,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -210,7 +210,10 @@ impl OidcProvider {
         if let Some(verifier) = pending.pkce_verifier {
             exchange = exchange.set_pkce_verifier(verifier);
         }
-        let tokens = exchange.request_async(&self.http).await.map_err(OidcError::CodeExchange)?;
+        let tokens = exchange.request_async(&self.http).await.map_err(|e| match e {
+            RequestTokenError::Request(source) => OidcError::TokenRequest(source),
+            other => OidcError::CodeExchange(other),
+        })?;
         // The standard response type drops unknown claims, so the token is read again with the `groups` claim.
         let raw = tokens.id_token().ok_or(OidcError::NoIdToken)?.to_string();
         let id_token = GroupsIdToken::from_str(&raw).map_err(OidcError::IdTokenFormat)?;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod derpmap;
+mod oidc_http;
 mod serve;
 mod tls;
 
