@@ -114,7 +114,7 @@ async fn users_crud_and_uniqueness(db: TestDb) {
     assert!(matches!(err, StoreError::NotFound { entity: Entity::User, id: 9999 }), "{err:?}");
 
     let oidc = t.create_user_with_identity("carol", "Carol", "c@example.com", "https://idp/|carol").await.unwrap();
-    assert_eq!(t.user_by_provider_identifier("https://idp/|carol").await.unwrap(), Some(oidc));
+    assert_eq!(t.user_by_provider_identifier("https://idp/|carol").await.unwrap(), Some(oidc.clone()));
     let err = t.create_user_with_identity("carol2", "", "", "https://idp/|carol").await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { what: Conflict::ProviderIdentifier(_) }), "{err:?}");
 
