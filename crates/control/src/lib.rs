@@ -8,6 +8,7 @@
 
 pub mod admin;
 mod error;
+mod external_login;
 pub mod keys;
 mod live;
 mod map_session;
@@ -20,6 +21,7 @@ mod settings;
 mod tailnet;
 
 pub use error::ControlError;
+pub use external_login::ExternalUser;
 pub use settings::{DEFAULT_COALESCE_WINDOW, DnsSettings, Live, PolicySource, Settings};
 pub use tailnet::{NodeView, TAGGED_DEVICES_USER_ID};
 

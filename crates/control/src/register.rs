@@ -137,7 +137,7 @@ impl Control {
         Ok(self.node_response(&tailnet, &node, OffsetDateTime::now_utc()))
     }
 
-    fn default_expiry_ms(&self, now: i64) -> Option<i64> {
+    pub(crate) fn default_expiry_ms(&self, now: i64) -> Option<i64> {
         self.settings.node_expiry.map(|d| now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
     }
 
@@ -242,6 +242,19 @@ impl Control {
     /// Completes the interactive registration `id` for `user` (the `nodes register` command): writes the node and
     /// wakes the waiting client.
     pub async fn complete_registration(&self, tenant: TenantId, id: &str, user: UserId) -> Result<crate::NodeView, ControlError> {
+        let expiry_ms = self.default_expiry_ms(now_ms());
+        self.finish_pending(tenant, id, user, expiry_ms, RegisterMethod::Cli).await
+    }
+
+    /// Writes the node of the pending registration `id` for `user` and wakes the waiting client.
+    pub(crate) async fn finish_pending(
+        &self,
+        tenant: TenantId,
+        id: &str,
+        user: UserId,
+        expiry_ms: Option<i64>,
+        method: RegisterMethod,
+    ) -> Result<crate::NodeView, ControlError> {
         let (machine_key, node_key, hostinfo, ephemeral) = {
             let pending = self.pending_lock();
             let p = pending.get(id).ok_or_else(|| ControlError::UnknownRegistration { id: id.to_string() })?;
@@ -260,9 +273,9 @@ impl Control {
                 user_id: Some(user),
                 tags: Vec::new(),
                 hostinfo: serde_json::to_string(&hostinfo).unwrap_or_default(),
-                expiry_ms: self.default_expiry_ms(now),
+                expiry_ms,
                 ephemeral,
-                register_method: RegisterMethod::Cli,
+                register_method: method,
                 auth_key: None,
                 now_ms: now,
             })

@@ -131,6 +131,32 @@ impl TenantStore<'_> {
         }
     }
 
+    /// Sets a user's name, display name and email together (an OIDC login refreshing them from the provider's
+    /// claims). Fails with [`Conflict::UserName`] if the name is taken by another user.
+    pub async fn update_user_profile(&self, id: UserId, name: &str, display_name: &str, email: &str) -> Result<UserRecord> {
+        let row: Result<Option<UserRow>> = write_db!(self.store, |db| {
+            sqlx::query_as(concat!(
+                "UPDATE users SET name = $3, display_name = $4, email = $5, updated_ms = $6 \
+                 WHERE tenant_id = $1 AND id = $2 RETURNING ",
+                user_cols!()
+            ))
+            .bind(self.tid())
+            .bind(id.0)
+            .bind(name)
+            .bind(display_name)
+            .bind(email)
+            .bind(now_ms())
+            .fetch_optional(db)
+            .await
+            .map_err(StoreError::from)
+        });
+        match row {
+            Ok(Some(row)) => Ok(row.into()),
+            Ok(None) => Err(StoreError::not_found(Entity::User, id.0)),
+            Err(e) => Err(e.or_conflict(|| Conflict::UserName(name.to_string()))),
+        }
+    }
+
     /// Deletes a user and, in the same transaction, its pre-auth keys. Refuses with
     /// [`StoreError::UserHasNodes`] while the user owns nodes.
     pub async fn delete_user(&self, id: UserId) -> Result<()> {

@@ -114,9 +114,18 @@ async fn users_crud_and_uniqueness(db: TestDb) {
     assert!(matches!(err, StoreError::NotFound { entity: Entity::User, id: 9999 }), "{err:?}");
 
     let oidc = t.create_user_with_identity("carol", "Carol", "c@example.com", "https://idp/|carol").await.unwrap();
-    assert_eq!(t.user_by_provider_identifier("https://idp/|carol").await.unwrap(), Some(oidc));
+    assert_eq!(t.user_by_provider_identifier("https://idp/|carol").await.unwrap(), Some(oidc.clone()));
     let err = t.create_user_with_identity("carol2", "", "", "https://idp/|carol").await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { what: Conflict::ProviderIdentifier(_) }), "{err:?}");
+
+    let updated = t.update_user_profile(oidc.id, "caroline", "Caroline", "caroline@example.com").await.unwrap();
+    assert_eq!((updated.name.as_str(), updated.display_name.as_str(), updated.email.as_str()), ("caroline", "Caroline", "caroline@example.com"));
+    assert_eq!(updated.provider_identifier.as_deref(), Some("https://idp/|carol"), "the identity stays");
+    assert_eq!(t.user_by_provider_identifier("https://idp/|carol").await.unwrap(), Some(updated));
+    let err = t.update_user_profile(oidc.id, "bob", "", "").await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: Conflict::UserName(ref n) } if n == "bob"), "{err:?}");
+    let err = t.update_user_profile(UserId(9999), "x", "", "").await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { entity: Entity::User, id: 9999 }), "{err:?}");
 
     t.delete_user(bob.id).await.unwrap();
     assert_eq!(t.user_by_id(bob.id).await.unwrap(), None);

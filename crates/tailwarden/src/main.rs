@@ -4,6 +4,7 @@
 mod cli;
 mod derpmap;
 mod live;
+mod oidc_http;
 mod serve;
 mod tls;
 

@@ -1,6 +1,7 @@
 //! `tailwarden serve`: opens the store, loads keys, and runs the listeners (HTTP, HTTPS with DERP, STUN, the
 //! admin unix socket) until SIGINT/SIGTERM.
 
+use crate::oidc_http::{self, OidcLogin};
 use crate::{derpmap, live, tls};
 use anyhow::Context;
 use axum::Router;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
+    let oidc = oidc_http::start(&config).await?;
     let allocator = IpAllocator::new(
         config.prefixes.v4,
         config.prefixes.v6,
@@ -65,7 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let derp = Arc::new(DerpServer::new(derp_key, Arc::new(DerpAdmission(control.clone()))));
 
-    let public = public_router(&control, &derp, config.derp.server.enabled);
+    let public = public_router(&control, &derp, oidc, config.derp.server.enabled);
     let mut tasks = tokio::task::JoinSet::new();
 
     let listener = TcpListener::bind(config.listen_addr).await.with_context(|| format!("listen_addr {}", config.listen_addr))?;
@@ -201,10 +203,11 @@ async fn watch_policy_file(control: Arc<Control>, path: std::path::PathBuf) -> a
 
 /// Everything clients reach on the network: control upgrade, DERP, probes, health, and the management API,
 /// which requires an API key (`Authorization: Bearer …`).
-fn public_router(control: &Arc<Control>, derp: &Arc<DerpServer>, derp_enabled: bool) -> Router {
+fn public_router(control: &Arc<Control>, derp: &Arc<DerpServer>, oidc: Option<Arc<OidcLogin>>, derp_enabled: bool) -> Router {
     let mut router = tailwarden_control::noise_http::routes(control.clone())
         .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "pass" })) }))
         .route("/register/{id}", get(register_page))
+        .route(tailwarden_oidc::CALLBACK_PATH, get(oidc_http::callback))
         .merge(tailwarden_api::authenticated_routes(control.clone()));
     if derp_enabled {
         let d = derp.clone();
@@ -217,18 +220,24 @@ fn public_router(control: &Arc<Control>, derp: &Arc<DerpServer>, derp_enabled: b
             )
             .route("/generate_204", any(|req: Request| async move { tailwarden_derp::http::generate_204(&req).into_response() }));
     }
-    router.layer(axum::Extension(control.clone()))
+    router.layer(axum::Extension(control.clone())).layer(axum::Extension(oidc))
 }
 
-/// The page an interactive login's AuthURL points to: it tells the administrator the command that admits the node.
+/// The page an interactive login's AuthURL points to: with OIDC it sends the browser to the identity provider,
+/// otherwise it tells the administrator the command that admits the node.
 async fn register_page(
     axum::Extension(control): axum::Extension<Arc<Control>>,
+    axum::Extension(oidc): axum::Extension<Option<Arc<OidcLogin>>>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> axum::response::Response {
     let safe: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).take(64).collect();
+    // Checked before any OIDC state is created, so unknown ids cannot fill the table of logins in flight.
     if !control.pending_registration_exists(&safe) {
         return (http::StatusCode::NOT_FOUND, axum::response::Html("<h1>Unknown or expired registration</h1>".to_string()))
             .into_response();
+    }
+    if let Some(oidc) = oidc {
+        return oidc.begin(&safe).await;
     }
     axum::response::Html(format!(
         "<!doctype html><html><head><title>tailwarden: register machine</title></head><body>\
