@@ -326,3 +326,13 @@ fn oidc_client_secret_from_file() {
     );
     single_error("oidc:\n  client_secret_path: /nonexistent/secret\n", "oidc.client_secret_path", "cannot read");
 }
+
+#[test]
+fn batch_change_delay_sets_the_coalescing_window() {
+    let (cfg, _) = Config::from_yaml_str("tuning:\n  batch_change_delay: 250ms\n").expect("valid");
+    assert_eq!(cfg.batch_change_delay, std::time::Duration::from_millis(250));
+    let (default, _) = Config::from_yaml_str("").expect("valid");
+    assert_eq!(default.batch_change_delay, std::time::Duration::from_millis(100));
+    let err = Config::from_yaml_str("tuning:\n  batch_change_delay: soon\n").unwrap_err();
+    assert!(err.to_string().contains("tuning.batch_change_delay"), "{err}");
+}

@@ -1,0 +1,207 @@
+//! The incremental engine against the naive path: random sequences of joins, deletions, tag changes, endpoint
+//! updates and policy changes are applied while every node streams its map; after each step, the view each session
+//! rebuilt from the deltas it received (peers, their endpoints and online state, packet filter) equals a fresh full
+//! map computed from scratch for that node.
+
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tailwarden_control::admin::NewKeyRequest;
+use tailwarden_control::keys::ServerKeys;
+use tailwarden_control::{Control, Settings};
+use tailwarden_store::Store;
+use tailwarden_types::{NodeId, Tag, TenantId};
+use tailwarden_wire::{AuthInfo, DerpMap, Hostinfo, MachineKey, MapRequest, NodeKey, RegisterRequest};
+
+const T: TenantId = TenantId::DEFAULT;
+
+/// What a client knows, rebuilt from the messages it received.
+#[derive(Debug, Default, PartialEq)]
+struct View {
+    /// Peer id → (endpoints, online).
+    peers: BTreeMap<i64, (Value, Value)>,
+    filter: Value,
+}
+
+impl View {
+    fn apply(&mut self, msg: &Value) {
+        if let Some(peers) = msg["Peers"].as_array() {
+            self.peers = peers.iter().map(|p| (p["ID"].as_i64().unwrap(), (p["Endpoints"].clone(), p["Online"].clone()))).collect();
+        }
+        for p in msg["PeersChanged"].as_array().into_iter().flatten() {
+            self.peers.insert(p["ID"].as_i64().unwrap(), (p["Endpoints"].clone(), p["Online"].clone()));
+        }
+        for id in msg["PeersRemoved"].as_array().into_iter().flatten() {
+            self.peers.remove(&id.as_i64().unwrap());
+        }
+        for p in msg["PeersChangedPatch"].as_array().into_iter().flatten() {
+            if let Some(peer) = self.peers.get_mut(&p["NodeID"].as_i64().unwrap()) {
+                if p.get("Endpoints").is_some() {
+                    peer.0 = p["Endpoints"].clone();
+                }
+                if p.get("Online").is_some() {
+                    peer.1 = p["Online"].clone();
+                }
+            }
+        }
+        if msg.get("PacketFilter").is_some() {
+            self.filter = msg["PacketFilter"].clone();
+        }
+    }
+}
+
+/// A streaming session read in the background into a shared view.
+struct Session {
+    view: Arc<std::sync::Mutex<View>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn frames(buf: &mut Vec<u8>) -> Vec<Value> {
+    let mut out = Vec::new();
+    while buf.len() >= 4 {
+        let n = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
+        if buf.len() < 4 + n {
+            break;
+        }
+        let payload: Vec<u8> = buf.drain(..4 + n).skip(4).collect();
+        out.push(serde_json::from_slice(&payload).expect("map messages are JSON"));
+    }
+    out
+}
+
+async fn open(control: &Arc<Control>, machine: MachineKey, node: NodeKey) -> Session {
+    let req = MapRequest { version: 130, node_key: node, stream: true, ..Default::default() };
+    let mut body = control.map(machine, req).await.into_body();
+    let view = Arc::new(std::sync::Mutex::new(View::default()));
+    let shared = view.clone();
+    let task = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                for msg in frames(&mut buf) {
+                    shared.lock().unwrap().apply(&msg);
+                }
+            }
+        }
+    });
+    Session { view, task }
+}
+
+/// A fresh full map for the node, as the naive path builds it.
+async fn full_view(control: &Arc<Control>, machine: MachineKey, node: NodeKey) -> View {
+    let req = MapRequest { version: 130, node_key: node, ..Default::default() };
+    let body = control.map(machine, req).await.into_body().collect().await.unwrap().to_bytes();
+    let mut buf = body.to_vec();
+    let mut view = View::default();
+    for msg in frames(&mut buf) {
+        view.apply(&msg);
+    }
+    view
+}
+
+/// SplitMix64, so the sequences replay the same everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
+const POLICIES: &[&str] = &[
+    r#"{"tagOwners": {"tag:web": ["u0@"], "tag:db": ["u0@"]},
+        "acls": [{"action": "accept", "src": ["u1@", "u2@"], "dst": ["tag:web:80"]},
+                 {"action": "accept", "src": ["tag:web"], "dst": ["tag:db:5432"]},
+                 {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]}]}"#,
+    r#"{"tagOwners": {"tag:web": ["u0@"], "tag:db": ["u0@"]},
+        "acls": [{"action": "accept", "src": ["*"], "dst": ["tag:web:*"]}]}"#,
+    r#"{"tagOwners": {"tag:web": ["u0@"], "tag:db": ["u0@"]},
+        "acls": [{"action": "accept", "src": ["u0@", "tag:db"], "dst": ["u1@:22", "u2@:*"]}]}"#,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_rebuild_exactly_the_full_map() {
+    for seed in 0..3u64 {
+        let mut settings = Settings::for_tests(DerpMap::default());
+        settings.map_coalesce_window = Duration::from_millis(20 * seed);
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let control = Control::new(store, settings, ServerKeys::random()).await.unwrap();
+        let mut users = Vec::new();
+        for u in 0..3 {
+            let user = control.create_user(T, &format!("u{u}"), "", "").await.unwrap();
+            let (_, key) = control
+                .create_pre_auth_key(T, NewKeyRequest { user: Some(user.id), reusable: true, ..Default::default() })
+                .await
+                .unwrap();
+            users.push(key);
+        }
+        control.set_policy(T, POLICIES[0]).await.unwrap();
+        let mut rng = Rng(seed);
+        // Live nodes: (id, machine, node key, session).
+        let mut nodes: Vec<(NodeId, MachineKey, NodeKey, Session)> = Vec::new();
+        let mut next = 0;
+        for step in 0..40 {
+            match rng.below(7) {
+                0 | 1 if nodes.len() < 10 => {
+                    let (machine, node) = (MachineKey(rand::random()), NodeKey(rand::random()));
+                    let req = RegisterRequest {
+                        version: 130,
+                        node_key: node,
+                        auth: Some(AuthInfo { auth_key: users[rng.below(users.len())].clone() }),
+                        hostinfo: Some(Hostinfo { hostname: format!("n{next}"), ..Default::default() }),
+                        ..Default::default()
+                    };
+                    next += 1;
+                    let resp = control.register(machine, req).await;
+                    assert!(resp.error.is_empty(), "{}", resp.error);
+                    let id = control.list_nodes(T, None).await.unwrap().iter().map(|v| v.record.id).max().unwrap();
+                    let session = open(&control, machine, node).await;
+                    nodes.push((id, machine, node, session));
+                }
+                2 if !nodes.is_empty() => {
+                    let (id, ..) = nodes.remove(rng.below(nodes.len()));
+                    control.delete_node(T, id).await.unwrap();
+                }
+                3 if !nodes.is_empty() => {
+                    let id = nodes[rng.below(nodes.len())].0;
+                    let tags: Vec<Tag> = match rng.below(3) {
+                        0 => Vec::new(),
+                        1 => vec![Tag::parse("tag:web").unwrap()],
+                        _ => vec![Tag::parse("tag:db").unwrap()],
+                    };
+                    control.set_tags(T, id, tags).await.unwrap();
+                }
+                4 if !nodes.is_empty() => {
+                    let (_, machine, node, _) = &nodes[rng.below(nodes.len())];
+                    let eps = vec![format!("192.0.2.{}:41641", rng.below(250) + 1)];
+                    let req = MapRequest { version: 130, node_key: *node, omit_peers: true, endpoints: Some(eps), ..Default::default() };
+                    control.map(*machine, req).await;
+                }
+                5 => {
+                    control.set_policy(T, POLICIES[rng.below(POLICIES.len())]).await.unwrap();
+                }
+                _ => continue,
+            }
+            // Let the coalescing window pass and the sessions read what was sent.
+            tokio::time::sleep(Duration::from_millis(20 * seed + 60)).await;
+            for (id, machine, node, session) in &nodes {
+                let want = full_view(&control, *machine, *node).await;
+                let got = session.view.lock().unwrap();
+                assert_eq!(*got, want, "seed {seed} step {step}: node {id}");
+            }
+        }
+    }
+}
