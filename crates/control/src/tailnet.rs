@@ -245,7 +245,7 @@ impl Tailnet {
         let old = st.policy.clone();
         let State { nodes, users, policy, .. } = &mut *st;
         policy.rebuild(nodes, users);
-        Self::resync_everyone(&mut st, &old, None, settings);
+        Self::resync_everyone(&mut st, &old, None);
         self.changed(&mut st, settings);
     }
 
@@ -418,8 +418,7 @@ impl Tailnet {
     /// Queues, for every session, the difference between what `old` gave it and what the current policy gives it:
     /// peers added or removed, and a check of its packet filter and SSH policy. `changed` names a node whose own
     /// rendering changed: sessions that keep seeing it get it again, and its own session gets its new self node.
-    fn resync_everyone(st: &mut State, old: &PolicyView, changed: Option<NodeId>, settings: &Settings) {
-        let _ = settings;
+    fn resync_everyone(st: &mut State, old: &PolicyView, changed: Option<NodeId>) {
         let sessions: Vec<NodeId> = st.sessions.keys().copied().collect();
         let mut changed_events: HashMap<NodeId, usize> = HashMap::new();
         let mut removed_events: HashMap<NodeId, usize> = HashMap::new();
@@ -466,7 +465,7 @@ impl Tailnet {
         st.policy_text = text.to_string();
         let State { nodes, users, policy, .. } = &mut *st;
         policy.rebuild(nodes, users);
-        Self::resync_everyone(&mut st, &old, None, settings);
+        Self::resync_everyone(&mut st, &old, None);
         self.changed(&mut st, settings);
     }
 
@@ -525,7 +524,7 @@ impl Tailnet {
             match st.policy.apply_node(&new) {
                 Impact::Everyone => {
                     let old_view = snapshot.unwrap_or_else(|| st.policy.clone());
-                    Self::resync_everyone(st, &old_view, Some(id), settings);
+                    Self::resync_everyone(st, &old_view, Some(id));
                     return;
                 }
                 Impact::Nodes(list) => Self::queue_recheck(st, list),
@@ -576,7 +575,7 @@ impl Tailnet {
         match st.policy.remove_node(id) {
             Impact::Everyone => {
                 let old_view = snapshot.unwrap_or_else(|| st.policy.clone());
-                Self::resync_everyone(&mut st, &old_view, None, settings);
+                Self::resync_everyone(&mut st, &old_view, None);
             }
             Impact::Nodes(list) => {
                 Self::queue_recheck(&mut st, list);
