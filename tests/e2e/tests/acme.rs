@@ -70,8 +70,20 @@ impl Pebble {
         let challtestsrv = spawn(
             "pebble-challtestsrv",
             &[
-                "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-dns01", &dns_addr, "-http01", "", "-https01", "",
-                "-tlsalpn01", "", "-management", &format!("127.0.0.1:{}", local_port()),
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+                "-dns01",
+                &dns_addr,
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                &format!("127.0.0.1:{}", local_port()),
             ],
             &[],
             dir,
@@ -79,22 +91,43 @@ impl Pebble {
         )?;
         // No artificial validation delays and no injected bad nonces: the test is about tailwarden, not retries.
         let env = [("PEBBLE_VA_NOSLEEP", "1"), ("PEBBLE_WFE_NONCEREJECT", "0")];
-        let pebble = spawn("pebble", &["-config", config.to_str().context("path")?, "-dnsserver", &dns_addr], &env, dir, "pebble.log")?;
+        let pebble = spawn(
+            "pebble",
+            &["-config", config.to_str().context("path")?, "-dnsserver", &dns_addr],
+            &env,
+            dir,
+            "pebble.log",
+        )?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", acme)).is_err() {
             if Instant::now() > deadline {
-                bail!("pebble did not come up: {}", std::fs::read_to_string(dir.join("pebble.log")).unwrap_or_default());
+                bail!(
+                    "pebble did not come up: {}",
+                    std::fs::read_to_string(dir.join("pebble.log")).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(Pebble { _pebble: pebble, _dns: challtestsrv, directory: format!("https://127.0.0.1:{acme}/dir"), management, tls_ca })
+        Ok(Pebble {
+            _pebble: pebble,
+            _dns: challtestsrv,
+            directory: format!("https://127.0.0.1:{acme}/dir"),
+            management,
+            tls_ca,
+        })
     }
 
     /// The root pebble issues under (generated at each start), from its management interface.
     async fn issuing_root(&self) -> anyhow::Result<reqwest::Certificate> {
         let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.tls_ca)?)?;
         let client = reqwest::Client::builder().add_root_certificate(ca).timeout(Duration::from_secs(10)).build()?;
-        let pem = client.get(format!("https://127.0.0.1:{}/roots/0", self.management)).send().await?.error_for_status()?.bytes().await?;
+        let pem = client
+            .get(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
         Ok(reqwest::Certificate::from_pem(&pem)?)
     }
 }
@@ -107,7 +140,8 @@ fn write_tls_files(ca_path: &Path, cert_path: &Path, key_path: &Path) -> anyhow:
     ca_params.distinguished_name.push(rcgen::DnType::CommonName, "tailwarden e2e pebble TLS CA");
     let ca = ca_params.self_signed(&ca_key)?;
     let key = rcgen::KeyPair::generate()?;
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?.signed_by(&key, &ca, &ca_key)?;
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
+        .signed_by(&key, &ca, &ca_key)?;
     std::fs::write(ca_path, ca.pem())?;
     std::fs::write(cert_path, cert.pem())?;
     std::fs::write(key_path, key.serialize_pem())?;
@@ -133,7 +167,9 @@ async fn wait_for_certificate(port: u16, root: &reqwest::Certificate, server: &S
     loop {
         match served_certificate(port, root).await {
             Ok(der) => return Ok(der),
-            Err(e) if Instant::now() > deadline => bail!("no ACME certificate served: {e:#}\nserver log:\n{}", server.log()),
+            Err(e) if Instant::now() > deadline => {
+                bail!("no ACME certificate served: {e:#}\nserver log:\n{}", server.log())
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }

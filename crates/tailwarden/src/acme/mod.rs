@@ -17,7 +17,9 @@ pub use error::AcmeError;
 use anyhow::Context;
 use cache::{Cache, Issued};
 use http01::Challenges;
-use instant_acme::{Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::sync::{Arc, RwLock};
@@ -85,7 +87,11 @@ impl Acme {
             }
             Ok(Some(_)) => tracing::info!(hostname, "the cached ACME certificate has expired; requesting a new one"),
             Ok(None) => tracing::info!(hostname, "no cached ACME certificate; requesting one"),
-            Err(e) => tracing::warn!(hostname, error = format!("{:#}", anyhow::Error::from(e)), "ignoring the unreadable cached ACME certificate"),
+            Err(e) => tracing::warn!(
+                hostname,
+                error = format!("{:#}", anyhow::Error::from(e)),
+                "ignoring the unreadable cached ACME certificate"
+            ),
         }
         let https_base = match server_url.strip_prefix("http://") {
             Some(rest) => format!("https://{rest}"),
@@ -163,7 +169,10 @@ impl Manager {
     }
 
     async fn account(&self) -> Result<Account, AcmeError> {
-        let http = || client::ReqwestClient::new(self.ca_path.as_deref()).map(|c| Box::new(c) as Box<dyn instant_acme::HttpClient>);
+        let http = || {
+            client::ReqwestClient::new(self.ca_path.as_deref())
+                .map(|c| Box::new(c) as Box<dyn instant_acme::HttpClient>)
+        };
         if let Some(credentials) = self.cache.account(&self.directory_url)? {
             return Account::builder_with_http(http()?)
                 .from_credentials(credentials)
@@ -209,7 +218,8 @@ impl Manager {
         }
         let key_pem = order.finalize().await.map_err(protocol("finalizing the order"))?;
         let chain_pem = order.poll_certificate(&retries).await.map_err(protocol("downloading the certificate"))?;
-        let issued = Issued::from_pem(chain_pem.as_bytes(), key_pem.as_bytes(), std::path::Path::new("the ACME response"))?;
+        let issued =
+            Issued::from_pem(chain_pem.as_bytes(), key_pem.as_bytes(), std::path::Path::new("the ACME response"))?;
         let key = certified_key(issued.chain.clone(), &issued.key)?;
         self.cache.store_certificate(&chain_pem, &key_pem)?;
         self.resolver.set(key);
