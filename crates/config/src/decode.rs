@@ -233,7 +233,9 @@ impl<'a> Decoder<'a> {
         // Extensions whose defaults depend on other keys.
         let mut self_signed = None;
         self.field("tls_self_signed", &mut self_signed, |v| boolean(v).map(Some));
-        cfg.tls_self_signed = self_signed.unwrap_or(cfg.tls_cert_path.is_none() && cfg.tls_key_path.is_none());
+        cfg.tls_self_signed = self_signed.unwrap_or(
+            cfg.tls_cert_path.is_none() && cfg.tls_key_path.is_none() && cfg.letsencrypt.hostname.is_none(),
+        );
         let mut insecure = None;
         self.field("derp.server.insecure_for_tests", &mut insecure, |v| boolean(v).map(Some));
         cfg.derp.server.insecure_for_tests = insecure.unwrap_or(cfg.tls_self_signed);
@@ -249,6 +251,7 @@ impl<'a> Decoder<'a> {
         self.optional_listen("tls_listen_addr", &mut cfg.tls_listen_addr);
         self.optional_path("tls_cert_path", true, &mut cfg.tls_cert_path);
         self.optional_path("tls_key_path", true, &mut cfg.tls_key_path);
+        self.letsencrypt(&mut cfg.letsencrypt);
         self.parsed_list("trusted_proxies", &mut cfg.trusted_proxies, |s| {
             let net = match s.parse::<IpNet>() {
                 Ok(net) => net,
@@ -259,6 +262,27 @@ impl<'a> Decoder<'a> {
         self.required_path("noise.private_key_path", true, &mut cfg.noise.private_key_path);
         self.required_path("unix_socket", false, &mut cfg.unix_socket);
         self.field("unix_socket_permission", &mut cfg.unix_socket_permission, file_mode);
+    }
+
+    fn letsencrypt(&mut self, le: &mut LetsEncryptConfig) {
+        self.field("tls_letsencrypt_hostname", &mut le.hostname, |v| acme_hostname(&text(v)?));
+        self.required_path("tls_letsencrypt_cache_dir", true, &mut le.cache_dir);
+        self.field("tls_letsencrypt_challenge_type", &mut le.challenge_type, |v| match text(v)?.trim() {
+            "HTTP-01" => Ok(AcmeChallenge::Http01),
+            "TLS-ALPN-01" => Err("TLS-ALPN-01 is not supported by tailwarden; use HTTP-01".to_owned()),
+            other => Err(format!("must be \"HTTP-01\", found {other:?}")),
+        });
+        self.field("tls_letsencrypt_listen", &mut le.listen, |v| parse_listen(&named_port(&text(v)?)));
+        self.field("acme_url", &mut le.directory_url, |v| {
+            let s = text(v)?.trim().to_owned();
+            if s.starts_with("https://") || s.starts_with("http://") {
+                Ok(s)
+            } else {
+                Err(format!("{s:?} is not an http(s):// URL of an ACME directory"))
+            }
+        });
+        self.field("acme_email", &mut le.email, |v| text(v).map(|s| s.trim().to_owned()));
+        self.optional_path("tls_letsencrypt_ca_path", true, &mut le.ca_path);
     }
 
     fn prefixes(&mut self, p: &mut PrefixesConfig) {
@@ -628,6 +652,40 @@ fn string_map(v: &Value) -> Result<BTreeMap<String, String>, (String, String)> {
         out.insert(name, value);
     }
     Ok(out)
+}
+
+/// `tls_letsencrypt_hostname`: a DNS name (lower-cased), or `None` when empty. IP addresses are refused because
+/// Let's Encrypt issues only for names.
+fn acme_hostname(s: &str) -> Parsed<Option<String>> {
+    let name = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Err(format!("{name:?} is an IP address; a DNS name is required"));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("{name:?} is not a DNS name (expected e.g. headscale.example.com, without scheme or port)"));
+    }
+    Ok(Some(name))
+}
+
+/// Go's named ports in a listen address (`:http`, `:https`), as Headscale's default `tls_letsencrypt_listen`
+/// uses them.
+fn named_port(s: &str) -> String {
+    let s = s.trim();
+    match s.rsplit_once(':') {
+        Some((host, "http")) => format!("{host}:80"),
+        Some((host, "https")) => format!("{host}:443"),
+        _ => s.to_owned(),
+    }
 }
 
 /// An optional prefix of one family; empty means `None`.

@@ -40,6 +40,9 @@ pub(crate) fn state_dir_from(env: impl Fn(&str) -> Option<String>) -> PathBuf {
     }
 }
 
+/// Let's Encrypt's production ACME directory, the default `acme_url` (as in Headscale).
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
@@ -64,6 +67,15 @@ impl Config {
             tls_self_signed: true,
             tls_cert_path: None,
             tls_key_path: None,
+            letsencrypt: LetsEncryptConfig {
+                hostname: None,
+                cache_dir: dir.join("cache"),
+                challenge_type: AcmeChallenge::Http01,
+                listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80),
+                directory_url: LETS_ENCRYPT_PRODUCTION.to_owned(),
+                email: String::new(),
+                ca_path: None,
+            },
             trusted_proxies: Vec::new(),
             noise: NoiseConfig { private_key_path: dir.join("noise_private.key") },
             prefixes: PrefixesConfig {

@@ -75,8 +75,6 @@ const fn removed(path: &'static str, hint: &'static str) -> Key {
 use Kind::{List, Map, Records, Scalar};
 
 const GRPC: &str = "tailwarden has no gRPC API (nor does current Headscale); use the REST API at /api/v1";
-const ACME: &str = "ACME/Let's Encrypt is not implemented; set tls_cert_path and tls_key_path, terminate TLS in a \
-                    reverse proxy, or use the self-signed certificate (tls_self_signed)";
 const GORM: &str = "GORM settings do not apply to tailwarden's database layer";
 const TUNING: &str = "Headscale's internal tuning knobs do not map onto tailwarden's engine";
 
@@ -144,12 +142,13 @@ pub(crate) const KEYS: &[Key] = &[
     key("database.postgres.max_idle_conns", Scalar),
     key("database.postgres.conn_max_idle_time_secs", Scalar),
     key("database.postgres.ssl", Scalar),
-    ignored("acme_url", Scalar, ACME, NoteWhen::Never),
-    ignored("acme_email", Scalar, ACME, NoteWhen::Never),
-    ignored("tls_letsencrypt_hostname", Scalar, ACME, NoteWhen::Truthy),
-    ignored("tls_letsencrypt_cache_dir", Scalar, ACME, NoteWhen::Never),
-    ignored("tls_letsencrypt_challenge_type", Scalar, ACME, NoteWhen::Never),
-    ignored("tls_letsencrypt_listen", Scalar, ACME, NoteWhen::Never),
+    key("acme_url", Scalar),
+    key("acme_email", Scalar),
+    key("tls_letsencrypt_hostname", Scalar),
+    key("tls_letsencrypt_cache_dir", Scalar),
+    key("tls_letsencrypt_challenge_type", Scalar),
+    key("tls_letsencrypt_listen", Scalar),
+    key("tls_letsencrypt_ca_path", Scalar),
     key("tls_cert_path", Scalar),
     key("tls_key_path", Scalar),
     key("log.level", Scalar),

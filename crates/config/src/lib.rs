@@ -14,7 +14,7 @@ mod model;
 mod net;
 mod validate;
 
-pub use defaults::{DEFAULT_STATE_DIR, STATE_DIR_ENV, TAILSCALE_V4_RANGE, TAILSCALE_V6_RANGE};
+pub use defaults::{DEFAULT_STATE_DIR, LETS_ENCRYPT_PRODUCTION, STATE_DIR_ENV, TAILSCALE_V4_RANGE, TAILSCALE_V6_RANGE};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{ConfigError, FieldError, Level, Warning, WarningKind};
 pub use extra_records::{ExtraRecordsError, read_extra_records};

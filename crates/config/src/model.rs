@@ -33,6 +33,9 @@ pub struct Config {
     pub tls_cert_path: Option<PathBuf>,
     /// `tls_key_path`: PEM private key for `tls_cert_path`.
     pub tls_key_path: Option<PathBuf>,
+    /// `tls_letsencrypt_*`, `acme_url`, `acme_email`: certificates from an ACME CA (Let's Encrypt); active when
+    /// `tls_letsencrypt_hostname` is set.
+    pub letsencrypt: LetsEncryptConfig,
     /// `trusted_proxies`: reverse proxies whose forwarded-for headers are believed (host bits cleared; `/0`
     /// rejected).
     pub trusted_proxies: Vec<IpNet>,
@@ -92,6 +95,34 @@ pub struct PrefixesConfig {
     pub v6: Option<Ipv6Net>,
     /// `prefixes.allocation`.
     pub allocation: IpAllocation,
+}
+
+/// `tls_letsencrypt_*`, `acme_url`, `acme_email`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LetsEncryptConfig {
+    /// `tls_letsencrypt_hostname`: the name to obtain a certificate for; `None` (empty) disables ACME.
+    pub hostname: Option<String>,
+    /// `tls_letsencrypt_cache_dir`: where the ACME account and the certificate are kept across restarts.
+    pub cache_dir: PathBuf,
+    /// `tls_letsencrypt_challenge_type`: how the CA checks control of the hostname.
+    pub challenge_type: AcmeChallenge,
+    /// `tls_letsencrypt_listen`: where the HTTP-01 responder listens (`:http` is port 80 on all addresses).
+    pub listen: SocketAddr,
+    /// `acme_url`: the ACME directory; Let's Encrypt's production directory by default.
+    pub directory_url: String,
+    /// `acme_email`: contact address registered with the ACME account; empty registers none.
+    pub email: String,
+    /// `tls_letsencrypt_ca_path` (tailwarden): PEM CA certificates trusted for the connection to `acme_url`,
+    /// besides the built-in and system roots; for private or test CAs.
+    pub ca_path: Option<PathBuf>,
+}
+
+/// `tls_letsencrypt_challenge_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// `HTTP-01`: the CA fetches `http://<hostname>/.well-known/acme-challenge/<token>` from
+    /// `tls_letsencrypt_listen`.
+    Http01,
 }
 
 /// How node addresses are picked (`prefixes.allocation`).

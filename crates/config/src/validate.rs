@@ -33,10 +33,11 @@ impl Config {
         }
 
         // Listeners must not collide (STUN is UDP, so it may share a port number).
-        let tcp: [(&str, Option<SocketAddr>); 3] = [
+        let tcp: [(&str, Option<SocketAddr>); 4] = [
             ("listen_addr", Some(self.listen_addr)),
             ("metrics_listen_addr", self.metrics_listen_addr),
             ("tls_listen_addr", self.tls_listen_addr),
+            ("tls_letsencrypt_listen", self.letsencrypt.hostname.is_some().then_some(self.letsencrypt.listen)),
         ];
         for (i, (path, addr)) in tcp.iter().enumerate() {
             let Some(addr) = addr else { continue };
@@ -53,6 +54,14 @@ impl Config {
         }
         if self.tls_self_signed && (self.tls_cert_path.is_some() || self.tls_key_path.is_some()) {
             err("tls_self_signed", "cannot be true when tls_cert_path/tls_key_path are set".to_owned());
+        }
+        if self.letsencrypt.hostname.is_some() {
+            if self.tls_cert_path.is_some() {
+                err("tls_letsencrypt_hostname", "cannot be combined with tls_cert_path/tls_key_path".to_owned());
+            }
+            if self.tls_self_signed {
+                err("tls_self_signed", "cannot be true when tls_letsencrypt_hostname is set".to_owned());
+            }
         }
 
         for (i, net) in self.trusted_proxies.iter().enumerate() {

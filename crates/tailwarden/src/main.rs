@@ -1,6 +1,7 @@
 //! `tailwarden`: the server (`serve`) and the management CLI, which reaches a running server over its unix socket
 //! or, with `cli.address` and an API key, over HTTP(S).
 
+mod acme;
 mod cli;
 mod derpmap;
 mod live;

@@ -2,6 +2,7 @@
 //! admin unix socket) until SIGINT/SIGTERM.
 
 use crate::oidc_http::{self, OidcLogin};
+use crate::acme::Acme;
 use crate::{derpmap, live, tls};
 use anyhow::Context;
 use axum::Router;
@@ -42,9 +43,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keys = ServerKeys::load_or_create(&config.noise.private_key_path, &config.derp.server.private_key_path)?;
     let derp_key = keys.derp_private();
 
-    let plain_is_tls = config.tls_cert_path.is_some() && config.tls_key_path.is_some();
+    let acme = match &config.letsencrypt.hostname {
+        Some(hostname) => Some(Acme::start(&config.letsencrypt, hostname, &config.server_url).await?),
+        None => None,
+    };
+    // As in Headscale, a configured or ACME certificate turns the main listener into HTTPS.
+    let plain_is_tls = (config.tls_cert_path.is_some() && config.tls_key_path.is_some()) || acme.is_some();
     let tls_config = if plain_is_tls || config.tls_listen_addr.is_some() {
-        Some(tls::server_config(config.tls_cert_path.as_deref(), config.tls_key_path.as_deref(), &config.tls_subject_names())?)
+        let names = config.tls_subject_names();
+        let source = match (&acme, config.tls_cert_path.as_deref(), config.tls_key_path.as_deref()) {
+            (Some(acme), _, _) => tls::CertSource::Acme(acme.resolver()),
+            (None, Some(cert), Some(key)) => tls::CertSource::Files { cert, key },
+            _ => tls::CertSource::SelfSigned(&names),
+        };
+        Some(tls::server_config(source)?)
     } else {
         None
     };
@@ -95,6 +107,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tailwarden_derp::stun::serve_stun(socket).await;
             Ok(())
         });
+    }
+    if let Some(acme) = acme {
+        tasks.spawn(acme.run());
     }
     tasks.spawn(serve_admin_socket(config.clone(), control.clone()));
     if let PolicySource::File(path) = policy_source {

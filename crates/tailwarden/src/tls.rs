@@ -1,24 +1,39 @@
-//! TLS for the HTTPS listener: certificate files from the config, or a self-signed certificate generated at start
-//! for loopback and lab setups (Tailscale clients speak DERP only over TLS; the DERP map's `InsecureForTests`
-//! makes them accept it).
+//! TLS for the HTTPS listener: certificate files from the config, an ACME certificate kept current by
+//! [`crate::acme`], or a self-signed certificate generated at start for loopback and lab setups (Tailscale clients
+//! speak DERP only over TLS; the DERP map's `InsecureForTests` makes them accept it).
 
 use anyhow::Context;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::path::Path;
 use std::sync::Arc;
 
+/// Where the HTTPS listeners' certificate comes from.
+pub enum CertSource<'a> {
+    /// `tls_cert_path` and `tls_key_path`.
+    Files { cert: &'a Path, key: &'a Path },
+    /// `tls_letsencrypt_hostname`: whatever certificate ACME currently holds.
+    Acme(Arc<crate::acme::CertResolver>),
+    /// Generated at start for these names.
+    SelfSigned(&'a [String]),
+}
+
 /// Builds the server TLS configuration.
-pub fn server_config(cert: Option<&Path>, key: Option<&Path>, self_signed_names: &[String]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let (chain, key) = match (cert, key) {
-        (Some(cert), Some(key)) => load_files(cert, key)?,
-        _ => self_signed(self_signed_names)?,
-    };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+pub fn server_config(source: CertSource<'_>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("TLS certificate and key do not match")?;
+        .with_no_client_auth();
+    let mut config = match source {
+        CertSource::Files { cert, key } => {
+            let (chain, key) = load_files(cert, key)?;
+            builder.with_single_cert(chain, key).context("TLS certificate and key do not match")?
+        }
+        CertSource::SelfSigned(names) => {
+            let (chain, key) = self_signed(names)?;
+            builder.with_single_cert(chain, key).context("TLS certificate and key do not match")?
+        }
+        CertSource::Acme(resolver) => builder.with_cert_resolver(resolver),
+    };
     // DERP and the control upgrade are HTTP/1.1 upgrades; offering h2 would break them.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
