@@ -503,14 +503,14 @@ impl Tailnet {
         }
         st.by_key.insert(entry.node_key, id);
         let old = st.nodes.insert(id, entry);
-        Self::node_updated(&mut st, id, old.as_ref(), settings);
+        Self::node_updated(&mut st, id, old.as_ref());
         self.changed(&mut st, settings);
     }
 
     /// Works out what node `id`'s change means, after `st.nodes` holds its new state (`old`: its state before, `None`
     /// for a new node): the policy is updated in place, sessions that see it (before or after) get it whole or lose
     /// it, sessions whose filter may differ re-check it, and its own session gets its new peers and self node.
-    fn node_updated(st: &mut State, id: NodeId, old: Option<&NodeEntry>, settings: &Settings) {
+    fn node_updated(st: &mut State, id: NodeId, old: Option<&NodeEntry>) {
         let Some(new) = st.nodes.get(&id).cloned() else { return };
         let model = |e: &NodeEntry| {
             let mut n = policy_view::policy_node(e);
@@ -635,7 +635,7 @@ impl Tailnet {
         }
         if full_change {
             // Hostinfo can change what the policy grants (advertised routes): treat it like any node change.
-            Self::node_updated(&mut st, id, old.as_ref(), settings);
+            Self::node_updated(&mut st, id, old.as_ref());
         } else if patched {
             let viewers = st.policy.peers_of(id, &st.nodes);
             Self::queue_event(&mut st, &viewers, Event::Patch(patch));
