@@ -35,26 +35,51 @@ fn wire_record(r: &tailwarden_config::DnsRecord) -> DnsRecord {
     DnsRecord { name: r.name.clone(), record_type: r.record_type().into(), value: r.value.to_string() }
 }
 
+/// Waits until a file needs rereading: its modification time changed, or SIGHUP arrived. Polling the modification
+/// time keeps this dependency-free and also notices editors that replace the file instead of writing it.
+pub struct FileWatch {
+    path: PathBuf,
+    last: Option<std::time::SystemTime>,
+    hup: tokio::signal::unix::Signal,
+    tick: tokio::time::Interval,
+}
+
+impl FileWatch {
+    /// Watches `path`; `last` is the modification time already seen (`None`: the first tick rereads the file).
+    pub fn new(path: PathBuf, last: Option<std::time::SystemTime>) -> anyhow::Result<FileWatch> {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
+        Ok(FileWatch { path, last, hup, tick: tokio::time::interval(FILE_POLL) })
+    }
+
+    /// The file's modification time, if it can be read.
+    pub fn modified(path: &Path) -> Option<std::time::SystemTime> {
+        std::fs::metadata(path).and_then(|m| m.modified()).ok()
+    }
+
+    /// Returns when the file should be read again.
+    pub async fn changed(&mut self) {
+        loop {
+            let forced = tokio::select! {
+                _ = self.hup.recv() => true,
+                _ = self.tick.tick() => false,
+            };
+            let now = Self::modified(&self.path);
+            if forced || now != self.last {
+                self.last = now;
+                return;
+            }
+        }
+    }
+}
+
 /// Rereads the records file when its modification time changes or on SIGHUP, and pushes changed records to
 /// every connected client.
 pub async fn watch_extra_records(control: Arc<Control>, path: PathBuf) -> anyhow::Result<()> {
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     // Unset, so the first tick rereads the file: a change between the start-up read and this task goes unmissed
     // (an unchanged file is no change for the clients).
-    let mut last = None;
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
-    // Polling keeps this dependency-free and also notices editors that replace the file instead of writing it.
-    let mut tick = tokio::time::interval(FILE_POLL);
+    let mut watch = FileWatch::new(path.clone(), None)?;
     loop {
-        let forced = tokio::select! {
-            _ = hup.recv() => true,
-            _ = tick.tick() => false,
-        };
-        let now = modified(&path);
-        if !forced && now == last {
-            continue;
-        }
-        last = now;
+        watch.changed().await;
         reload_extra_records(&control, &path);
     }
 }

@@ -195,21 +195,9 @@ async fn load_policy_file(control: &Arc<Control>, path: &std::path::Path) -> any
 }
 
 async fn watch_policy_file(control: Arc<Control>, path: std::path::PathBuf) -> anyhow::Result<()> {
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut last = modified(&path);
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
-    // Polling the modification time keeps this dependency-free and works for editors that replace the file.
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut watch = live::FileWatch::new(path.clone(), live::FileWatch::modified(&path))?;
     loop {
-        let forced = tokio::select! {
-            _ = hup.recv() => true,
-            _ = tick.tick() => false,
-        };
-        let now = modified(&path);
-        if !forced && now == last {
-            continue;
-        }
-        last = now;
+        watch.changed().await;
         if let Err(e) = load_policy_file(&control, &path).await {
             tracing::error!(error = format!("{e:#}"), "policy reload rejected; the previous policy stays in force");
         }
