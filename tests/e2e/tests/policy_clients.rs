@@ -60,6 +60,9 @@ async fn policy_allows_only_what_it_says_and_changes_apply_live() -> anyhow::Res
     let ip_a1 = retry("a1 registered", Duration::from_secs(60), || ipv4_of(&server.node("a1")?).ok_or_else(|| anyhow::anyhow!("no ip")))?;
     retry("a2 registered", Duration::from_secs(60), || server.node("a2"))?;
 
+    // With no policy set everything is allowed: both paths work before the policy closes one of them.
+    assert_eq!(retry("a2 -> b:81 without a policy", Duration::from_secs(90), || http_get_local(to_b81, "/"))?, "b81");
+
     // alice may reach bob on port 80 only. The policy's tests say so too; they need the devices to exist.
     let p1 = write("p1.hujson", r#"{
         // alice's devices may reach bob's on port 80, nothing else
@@ -68,6 +71,13 @@ async fn policy_allows_only_what_it_says_and_changes_apply_live() -> anyhow::Res
     }"#)?;
     server.cli(&["policy", "set", "-f", &p1])?;
 
+    // The new filters reach the clients after the server's coalescing window: wait (bounded) for b to refuse
+    // port 81, then check that it keeps doing so while port 80 stays open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while http_get_local(to_b81, "/").is_ok() {
+        assert!(std::time::Instant::now() < deadline, "a2 -> b:81 still allowed 20 s after the policy was set");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let page = retry("a1 -> b:80", Duration::from_secs(90), || http_get_local(to_b80, "/"))?;
     assert_eq!(page, "b80");
     assert!(http_get_local(to_b81, "/").is_err(), "a2 -> b:81 is not allowed");
