@@ -3,6 +3,7 @@
 
 use crate::render::now_ms;
 use crate::{Control, ControlError, NodeView};
+use crate::tailnet::SessionFields;
 use tailwarden_store::secret::{self, GeneratedSecret, SecretKind};
 use tailwarden_store::{ApiKeyRecord, Entity, NewPreAuthKey, PreAuthKeyRecord, StoreError, UserRecord};
 use tailwarden_types::{DnsLabel, NodeId, PreAuthKeyId, Tag, TenantId, UserId};
@@ -156,7 +157,7 @@ impl Control {
         let tailnet = self.tailnet(tenant).await?;
         tailnet.upsert_user(user.clone(), &self.settings);
         for node in scope.list_nodes_of_user(id).await? {
-            tailnet.upsert_node(node, &self.settings);
+            tailnet.upsert_node(node, SessionFields::KeepMemory, &self.settings);
         }
         Ok(user)
     }
@@ -269,7 +270,7 @@ impl Control {
     async fn apply_node(&self, tenant: TenantId, record: tailwarden_store::NodeRecord) -> Result<NodeView, ControlError> {
         let tailnet = self.tailnet(tenant).await?;
         let id = record.id;
-        tailnet.upsert_node(record, &self.settings);
+        tailnet.upsert_node(record, SessionFields::KeepMemory, &self.settings);
         let entry = tailnet.node(id).ok_or_else(|| ControlError::Invalid { what: format!("node {id} vanished") })?;
         Ok(NodeView { record: entry.record, online: entry.online })
     }

@@ -5,6 +5,7 @@
 use crate::admin::check_user_name;
 use crate::render::now_ms;
 use crate::{Control, ControlError, NodeView};
+use crate::tailnet::SessionFields;
 use tailwarden_store::{Conflict, RegisterMethod, StoreError, UserRecord};
 use tailwarden_types::TenantId;
 
@@ -74,7 +75,7 @@ impl Control {
         if updated.name != existing.name {
             // Peers show the owner's login name on each node, so the user's nodes are sent again.
             for node in scope.list_nodes_of_user(existing.id).await? {
-                tailnet.upsert_node(node, &self.settings);
+                tailnet.upsert_node(node, SessionFields::KeepMemory, &self.settings);
             }
         }
         Ok(updated)

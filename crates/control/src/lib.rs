@@ -17,6 +17,7 @@ pub mod reachability;
 pub mod noise_http;
 mod register;
 mod render;
+mod session_writes;
 mod settings;
 mod tailnet;
 
@@ -38,12 +39,20 @@ pub struct Control {
     server_keys: keys::ServerKeys,
     tailnets: Mutex<BTreeMap<TenantId, Arc<Tailnet>>>,
     pending: Mutex<BTreeMap<String, register::PendingRegistration>>,
+    session_writes: session_writes::SessionWrites,
 }
 
 impl Control {
     /// Loads every tenant's nodes and users from `store` and returns a ready control core.
     pub async fn new(store: Store, settings: Settings, server_keys: keys::ServerKeys) -> Result<Arc<Control>, ControlError> {
-        let control = Arc::new(Control { store, settings, server_keys, tailnets: Mutex::new(BTreeMap::new()), pending: Mutex::new(BTreeMap::new()) });
+        let control = Arc::new(Control {
+            store,
+            settings,
+            server_keys,
+            tailnets: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(BTreeMap::new()),
+            session_writes: Default::default(),
+        });
         let tenants = control.store.system().list_tenants().await?;
         for tenant in tenants {
             let tailnet = Tailnet::load(&control.store, tenant.id).await?;
@@ -103,10 +112,18 @@ impl Control {
         self.tailnets_lock().values().any(|t| t.has_valid_node_key(node_key, now))
     }
 
-    /// Spawns the background jobs (ephemeral-node collection) and returns their handles.
+    /// Spawns the background jobs (ephemeral-node collection, writing map sessions' state) and returns their handle.
     pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let control = self.clone();
-        tokio::spawn(async move { control.collect_ephemeral_nodes_forever().await })
+        tokio::spawn(async move {
+            tokio::join!(control.collect_ephemeral_nodes_forever(), control.session_writes.run(&control.store));
+        })
+    }
+
+    /// Writes the map sessions' state still waiting in memory (disco keys, endpoints, hostinfo, last seen); called
+    /// at shutdown.
+    pub async fn flush_session_writes(&self) {
+        self.session_writes.flush(&self.store).await;
     }
 
     async fn collect_ephemeral_nodes_forever(&self) {

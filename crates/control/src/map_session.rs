@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use tailwarden_store::NodeSessionUpdate;
 use tailwarden_wire::framing::{Compression, encode_message};
 use tailwarden_wire::{MIN_CAPABILITY_VERSION, MachineKey, MapRequest, MapResponse};
-use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until};
+use std::pin::Pin;
+use tokio::time::{Instant, Sleep, sleep_until};
 
 impl Control {
     /// Handles one map request from the machine authenticated by the Noise channel.
@@ -44,9 +44,7 @@ impl Control {
                 endpoints: req.endpoints.clone(),
                 last_seen_ms: Some(now_ms()),
             };
-            if let Err(e) = self.store.tenant(tailnet.tenant).update_node_session(id, update).await {
-                tracing::warn!(node = %id, error = %e, "persisting map request update failed");
-            }
+            self.session_writes.queue(tailnet.tenant, id, update);
         }
         let compression = if req.wants_zstd() { Compression::Zstd } else { Compression::None };
         if !req.stream {
@@ -69,14 +67,20 @@ impl Control {
                 return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
             }
         };
-        let (body_tx, body_rx) = mpsc::channel::<Bytes>(8);
-        let control = self.clone();
-        tokio::spawn(async move {
-            let stream = MapStream { control: &control, tailnet: &tailnet, node: id, compression, keep_alive: req.keep_alive };
-            stream.run(session, first, body_tx).await;
-        });
-        let body = futures_util::stream::unfold(body_rx, |mut rx| async move {
-            rx.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+        let interval = self.settings.keep_alive_interval;
+        let stream = MapStream {
+            control: self.clone(),
+            tailnet,
+            node: id,
+            compression,
+            session,
+            first: Some(first),
+            keep_alive: req.keep_alive.then(|| Box::pin(sleep_until(Instant::now() + jittered(interval)))),
+            keep_alive_frame: encode_message(&MapResponse::keep_alive(), compression).map(Bytes::from).ok(),
+        };
+        let body = futures_util::stream::unfold(stream, |mut stream| async move {
+            let frame = stream.next_frame().await?;
+            Some((Ok::<_, Infallible>(frame), stream))
         });
         Response::builder()
             .status(StatusCode::OK)
@@ -86,51 +90,64 @@ impl Control {
     }
 }
 
-/// One streaming map session: forwards queued deltas to the HTTP/2 body and sends keep-alives.
-struct MapStream<'a> {
-    control: &'a Arc<Control>,
-    tailnet: &'a Arc<Tailnet>,
+/// One streaming map session, polled directly as the HTTP/2 response body (no task or channel of its own between
+/// the tailnet's queue and the connection): the first map, then queued deltas, a fresh full map after falling
+/// behind, and keep-alives. Dropping it (the client went away, or hyper finished the response) closes the session.
+struct MapStream {
+    control: Arc<Control>,
+    tailnet: Arc<Tailnet>,
     node: tailwarden_types::NodeId,
     compression: Compression,
-    keep_alive: bool,
+    session: SessionReceiver,
+    first: Option<Bytes>,
+    /// Fires every keep-alive interval whatever else was sent: cheaper than re-arming a timer per message, and a
+    /// client only needs to hear something within its watchdog period.
+    keep_alive: Option<Pin<Box<Sleep>>>,
+    keep_alive_frame: Option<Bytes>,
 }
 
-impl MapStream<'_> {
-    async fn run(&self, mut session: SessionReceiver, first: Bytes, body: mpsc::Sender<Bytes>) {
-        let interval = self.control.settings.keep_alive_interval;
-        let keep_alive_frame = encode_message(&MapResponse::keep_alive(), self.compression).map(Bytes::from).ok();
-        let mut next_keep_alive = Instant::now() + jittered(interval);
-        let mut out = Some(first);
+impl MapStream {
+    /// The next message for the client; `None` ends the stream (a newer session replaced this one, or the node
+    /// was deleted).
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
         loop {
-            if let Some(frame) = out.take() {
-                if body.send(frame).await.is_err() {
-                    break;
-                }
-                next_keep_alive = Instant::now() + jittered(interval);
+            if self.session.lagged.swap(false, Ordering::Relaxed) {
+                while self.session.rx.try_recv().is_ok() {}
+                let map = self.tailnet.full_map(self.node, &self.control.settings)?;
+                return encode_message(&map, self.compression).ok().map(Bytes::from);
             }
-            if session.lagged.swap(false, Ordering::Relaxed) {
-                while session.rx.try_recv().is_ok() {}
-                match self.tailnet.full_map(self.node, &self.control.settings) {
-                    Some(map) => out = encode_message(&map, self.compression).ok().map(Bytes::from),
-                    None => break,
+            let MapStream { session, keep_alive, .. } = self;
+            let keep_alive_due = async {
+                match keep_alive {
+                    Some(timer) => timer.as_mut().await,
+                    None => std::future::pending().await,
                 }
-                continue;
-            }
+            };
             tokio::select! {
-                _ = body.closed() => break,
-                frame = session.rx.recv() => match frame {
-                    Some(frame) => out = Some(frame),
-                    // A newer session for this node replaced us, or the node was deleted.
-                    None => break,
-                },
+                frame = session.rx.recv() => return frame,
                 _ = session.wake.notified() => {}
-                _ = sleep_until(next_keep_alive), if self.keep_alive => out = keep_alive_frame.clone(),
+                _ = keep_alive_due => {
+                    let interval = self.control.settings.keep_alive_interval;
+                    if let Some(timer) = self.keep_alive.as_mut() {
+                        timer.as_mut().reset(Instant::now() + jittered(interval));
+                    }
+                    if let Some(frame) = &self.keep_alive_frame {
+                        return Some(frame.clone());
+                    }
+                }
             }
         }
-        if let Some(seen) = self.tailnet.close_session(self.node, session.id, &self.control.settings)
-            && let Err(e) = self.control.store.tenant(self.tailnet.tenant).set_last_seen(self.node, seen).await
-        {
-            tracing::warn!(node = %self.node, error = %e, "recording last-seen failed");
+    }
+}
+
+impl Drop for MapStream {
+    fn drop(&mut self) {
+        if let Some(seen) = self.tailnet.close_session(self.node, self.session.id, &self.control.settings) {
+            let update = NodeSessionUpdate { last_seen_ms: Some(seen), ..Default::default() };
+            self.control.session_writes.queue(self.tailnet.tenant, self.node, update);
         }
     }
 }

@@ -73,7 +73,10 @@ async fn ts2021(State(control): State<Arc<Control>>, mut req: Request) -> Respon
             return;
         }
         let mut stream = NoiseStream::new(io, accepted.codec, BytesMut::new());
-        if stream.queue(&early_payload(ChallengeKey(ts_keys::X25519KeyPair::random().public.to_bytes()))).is_err() {
+        // The challenge is a fresh public key per connection that clients may answer to prove possession of their
+        // node key. Nothing here asks for that proof, so no private half is kept: random bytes (every 32-byte string
+        // is an X25519 public key) avoid a scalar multiplication per connection.
+        if stream.queue(&early_payload(ChallengeKey(rand::random()))).is_err() {
             return;
         }
         serve_noise(control, conn, stream).await;

@@ -2,7 +2,7 @@
 //! login (AuthURL + follow-up long poll, completed by an administrator).
 
 use crate::render::{self, now_ms};
-use crate::tailnet::{NodeEntry, Tailnet};
+use crate::tailnet::{NodeEntry, SessionFields, Tailnet};
 use crate::{Control, ControlError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +70,7 @@ impl Control {
             && !node.is_expired(now)
         {
             let record = self.store.tenant(tailnet.tenant).rotate_node_key(node.record.id, &req.node_key.to_string()).await?;
-            tailnet.upsert_node(record, &self.settings);
+            tailnet.upsert_node(record, SessionFields::KeepMemory, &self.settings);
             let node = tailnet.node(node.record.id).ok_or_else(|| unknown(&req.node_key))?;
             return Ok(self.node_response(&tailnet, &node, now));
         }
@@ -132,7 +132,7 @@ impl Control {
         let tailnet = self.tailnet(tenant).await?;
         let id = registered.node.id;
         tracing::info!(node = %id, tenant = %tenant, created = registered.created, "node registered with pre-auth key");
-        tailnet.upsert_node(registered.node, &self.settings);
+        tailnet.upsert_node(registered.node, SessionFields::FromRecord, &self.settings);
         let node = tailnet.node(id).ok_or_else(|| unknown(&req.node_key))?;
         Ok(self.node_response(&tailnet, &node, OffsetDateTime::now_utc()))
     }
@@ -156,7 +156,7 @@ impl Control {
             return Ok(resp);
         }
         let record = scope.set_node_expiry(node.record.id, Some(now_ms())).await?;
-        tailnet.upsert_node(record, &self.settings);
+        tailnet.upsert_node(record, SessionFields::KeepMemory, &self.settings);
         tracing::info!(node = %node.record.id, "node logged out");
         let node = tailnet.node(node.record.id).ok_or_else(|| unknown(&req.node_key))?;
         Ok(self.node_response(&tailnet, &node, OffsetDateTime::now_utc()))
@@ -282,7 +282,7 @@ impl Control {
             .await?;
         let tailnet = self.tailnet(tenant).await?;
         let view = crate::NodeView { record: registered.node.clone(), online: false };
-        tailnet.upsert_node(registered.node, &self.settings);
+        tailnet.upsert_node(registered.node, SessionFields::FromRecord, &self.settings);
         if let Some(p) = self.pending_lock().get(id) {
             p.outcome.send_replace(Some(Ok(tenant)));
         }

@@ -69,6 +69,15 @@ impl NodeEntry {
     }
 }
 
+/// Whose session state (disco key, hostinfo, endpoints, last seen) wins when a stored node record is applied.
+pub(crate) enum SessionFields {
+    /// The record's: a registration, carrying what the client just reported.
+    FromRecord,
+    /// Memory's: any other write. Map requests update memory first and the store a little later
+    /// (`session_writes`), so the store's copy may be behind.
+    KeepMemory,
+}
+
 /// What the management API shows for a node.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct NodeView {
@@ -487,12 +496,22 @@ impl Tailnet {
     }
 
     /// Applies a node that was just registered or changed in the store and tells everyone.
-    pub fn upsert_node(&self, record: NodeRecord, settings: &Settings) {
+    pub fn upsert_node(&self, record: NodeRecord, session: SessionFields, settings: &Settings) {
         let mut st = self.lock();
         let mut entry = NodeEntry::from_record(record);
         if let Some(old) = st.nodes.get(&entry.record.id) {
             entry.online = old.online;
             entry.cap = old.cap;
+            if let SessionFields::KeepMemory = session {
+                entry.disco_key = old.disco_key;
+                entry.hostinfo = old.hostinfo.clone();
+                let (new, old) = (&mut entry.record, &old.record);
+                new.disco_key.clone_from(&old.disco_key);
+                new.hostinfo.clone_from(&old.hostinfo);
+                new.hostname.clone_from(&old.hostname);
+                new.endpoints.clone_from(&old.endpoints);
+                new.last_seen_ms = old.last_seen_ms;
+            }
         }
         let id = entry.record.id;
         if let Some(old) = st.nodes.get(&id)

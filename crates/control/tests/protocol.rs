@@ -540,3 +540,38 @@ async fn new_dns_records_and_derp_maps_reach_every_session_in_both_encodings() {
     assert_eq!(first["DERPMap"]["Regions"]["999"]["Nodes"][0]["DERPPort"], 9443);
     assert_eq!(first["DNSConfig"]["ExtraRecords"][0]["Name"], "grafana.example.com");
 }
+
+/// Map requests update the tailnet at once and the store a little later; an administrator's change made in between
+/// must not bring back the store's older copy of what the client reported (here: its advertised route and
+/// endpoint, right before the route is approved).
+#[tokio::test]
+async fn admin_changes_keep_what_the_client_just_reported() {
+    let server = start(settings()).await;
+    let k = key(&server, "alice", true, false).await;
+    let mut router = Client::connect(&server, &MachineKeyPair::random(), NodeKeyPair::random()).await;
+    router.register(&k, "router").await;
+    let mut viewer = Client::connect(&server, &MachineKeyPair::random(), NodeKeyPair::random()).await;
+    viewer.register(&k, "viewer").await;
+    let mut sv = viewer.stream("").await;
+    let first = sv.next(SEC).await;
+    let router_id = first["Peers"][0]["ID"].clone();
+
+    let body = json!({"Version": 130, "NodeKey": router.node_key(), "DiscoKey": format!("discokey:{}", "cd".repeat(32)),
+        "Stream": true, "KeepAlive": true, "Endpoints": ["192.0.2.7:41641"],
+        "Hostinfo": {"Hostname": "router", "RoutableIPs": ["192.0.2.0/24"]}});
+    let (status, _router_stream) = router.post("/machine/map", body).await;
+    assert_eq!(status, 200);
+    let id = tailwarden_types::NodeId(router_id.as_i64().unwrap());
+    server.control.approve_routes(T, id, &["192.0.2.0/24".to_string()]).await.unwrap();
+
+    let msg = sv
+        .until(2 * SEC, |m| {
+            change_for(m, &router_id).is_some_and(|n| n["AllowedIPs"].as_array().is_some_and(|a| a.iter().any(|p| p == "192.0.2.0/24")))
+        })
+        .await;
+    let node = change_for(&msg, &router_id).unwrap();
+    assert_eq!(node["PrimaryRoutes"], json!(["192.0.2.0/24"]), "{node}");
+    assert_eq!(node["Endpoints"], json!(["192.0.2.7:41641"]), "{node}");
+    let listed = server.control.get_node(T, id).await.unwrap();
+    assert_eq!(listed.record.endpoints, vec!["192.0.2.7:41641"]);
+}

@@ -1,6 +1,7 @@
 //! Nodes of a tenant: registration (one transaction with key use, address and name allocation) and updates.
 
 use crate::error::{Conflict, Entity, Result, StoreError, classify_node_conflict};
+use crate::ipalloc::Floor;
 use crate::records::{
     NodeRecord, NodeRegistration, NodeRow, NodeSessionUpdate, RegisteredNode, check_json, json_list, node_cols, now_ms,
     sorted_json_list,
@@ -132,7 +133,10 @@ impl TenantStore<'_> {
                 return Ok(RegisteredNode { node: row.try_into()?, created: false });
             }
             let cached = self.store.taken.pick(tid, |taken| {
-                let ips = allocator.allocate(&taken.ips, &mut rand::thread_rng());
+                let ips = allocator.allocate_above(&taken.ips, &mut rand::thread_rng(), taken.floor);
+                if let Ok((v4, v6)) = ips {
+                    taken.floor = Floor::after(v4, v6);
+                }
                 (ips, free_given_name(&reg.given_name, &taken.names))
             });
             let (ips, given_name) = match cached {
@@ -149,6 +153,9 @@ impl TenantStore<'_> {
                         taken.ips.extend(v4.iter().chain(v6.iter()).filter_map(|s| s.parse::<IpAddr>().ok()));
                     }
                     let ips = allocator.allocate(&taken.ips, &mut rand::thread_rng());
+                    if let Ok((v4, v6)) = ips {
+                        taken.floor = Floor::after(v4, v6);
+                    }
                     let name = free_given_name(&reg.given_name, &taken.names);
                     self.store.taken.fill(tid, taken);
                     (ips, name)
@@ -250,48 +257,53 @@ impl TenantStore<'_> {
 
     /// Applies what a map request reports (disco key, hostinfo, endpoints, last seen); `None` fields stay.
     pub async fn update_node_session(&self, id: NodeId, update: NodeSessionUpdate) -> Result<()> {
-        if let Some(h) = &update.hostinfo {
-            check_json("hostinfo", h)?;
+        match self.update_node_sessions(&[(id, update)]).await? {
+            0 => Err(StoreError::not_found(Entity::Node, id.0)),
+            _ => Ok(()),
         }
-        let endpoints = update.endpoints.as_ref().map(json_list);
-        let done = write_db!(self.store, |db| {
-            sqlx::query(
-                "UPDATE nodes SET disco_key = COALESCE($3, disco_key), hostinfo = COALESCE($4, hostinfo), \
-                 endpoints = COALESCE($5, endpoints), last_seen_ms = COALESCE($6, last_seen_ms), updated_ms = $7 \
-                 WHERE tenant_id = $1 AND id = $2",
-            )
-            .bind(self.tid())
-            .bind(id.0)
-            .bind(update.disco_key.as_deref())
-            .bind(update.hostinfo.as_deref())
-            .bind(endpoints.as_deref())
-            .bind(update.last_seen_ms)
-            .bind(now_ms())
-            .execute(db)
-            .await?
-            .rows_affected()
-        });
-        if done == 0 {
-            return Err(StoreError::not_found(Entity::Node, id.0));
+    }
+
+    /// Applies many nodes' session updates in one transaction (one commit instead of one per update: the map
+    /// sessions' soft state is written in batches). Nodes deleted in the meantime are skipped; returns how many rows
+    /// were updated. A malformed hostinfo rejects the whole batch before anything is written.
+    pub async fn update_node_sessions(&self, updates: &[(NodeId, NodeSessionUpdate)]) -> Result<u64> {
+        for (_, u) in updates {
+            if let Some(h) = &u.hostinfo {
+                check_json("hostinfo", h)?;
+            }
         }
-        Ok(())
+        let now = now_ms();
+        transaction!(self.store, |conn| {
+            let mut updated = 0;
+            for (id, update) in updates {
+                let endpoints = update.endpoints.as_ref().map(json_list);
+                // Presence alone (last seen) is not a configuration change: `updated_ms` stays.
+                let configured = update.disco_key.is_some() || update.hostinfo.is_some() || endpoints.is_some();
+                updated += sqlx::query(
+                    "UPDATE nodes SET disco_key = COALESCE($3, disco_key), hostinfo = COALESCE($4, hostinfo), \
+                     endpoints = COALESCE($5, endpoints), last_seen_ms = COALESCE($6, last_seen_ms), \
+                     updated_ms = CASE WHEN $8 THEN $7 ELSE updated_ms END \
+                     WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(self.tid())
+                .bind(id.0)
+                .bind(update.disco_key.as_deref())
+                .bind(update.hostinfo.as_deref())
+                .bind(endpoints.as_deref())
+                .bind(update.last_seen_ms)
+                .bind(now)
+                .bind(configured)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            }
+            Ok(updated)
+        })
     }
 
     /// Records that the node was seen at `ms` (does not bump `updated_ms`: presence is not a configuration change).
     pub async fn set_last_seen(&self, id: NodeId, ms: i64) -> Result<()> {
-        let done = write_db!(self.store, |db| {
-            sqlx::query("UPDATE nodes SET last_seen_ms = $3 WHERE tenant_id = $1 AND id = $2")
-                .bind(self.tid())
-                .bind(id.0)
-                .bind(ms)
-                .execute(db)
-                .await?
-                .rows_affected()
-        });
-        if done == 0 {
-            return Err(StoreError::not_found(Entity::Node, id.0));
-        }
-        Ok(())
+        self.update_node_session(id, NodeSessionUpdate { last_seen_ms: Some(ms), ..Default::default() }).await
     }
 
     /// Replaces the node key (key rotation). Fails with [`Conflict::NodeKey`] if another node has it.
@@ -386,6 +398,9 @@ fn unreachable_conflict(column: &str) -> Conflict {
 pub(crate) struct Taken {
     names: BTreeSet<String>,
     ips: BTreeSet<IpAddr>,
+    /// Where sequential allocation resumes. It moves past each allocation even if the transaction then fails,
+    /// which (like any staleness here) can only waste an address until the next read.
+    floor: Floor,
     loaded: Option<std::time::Instant>,
 }
 
@@ -407,9 +422,9 @@ impl TakenCache {
     }
 
     /// Runs `f` on the tenant's fresh entry, if there is one.
-    fn pick<T>(&self, tid: i64, f: impl FnOnce(&Taken) -> T) -> Option<T> {
-        let tenants = self.lock();
-        let taken = tenants.get(&tid)?;
+    fn pick<T>(&self, tid: i64, f: impl FnOnce(&mut Taken) -> T) -> Option<T> {
+        let mut tenants = self.lock();
+        let taken = tenants.get_mut(&tid)?;
         taken.loaded.is_some_and(|at| at.elapsed() < Self::FRESH).then(|| f(taken))
     }
 
@@ -430,6 +445,7 @@ impl TakenCache {
             t.names.remove(&node.given_name);
             for ip in node.ipv4.map(IpAddr::V4).into_iter().chain(node.ipv6.map(IpAddr::V6)) {
                 t.ips.remove(&ip);
+                t.floor.release(ip);
             }
         }
     }

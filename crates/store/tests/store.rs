@@ -555,6 +555,24 @@ async fn node_updates(db: TestDb) {
     t.set_last_seen(n.id, 99_999).await.unwrap();
     assert_eq!(t.node_by_id(n.id).await.unwrap().unwrap().last_seen_ms, Some(99_999));
 
+    // A batch writes both nodes in one transaction and skips a node that no longer exists.
+    let batch = [
+        (n.id, NodeSessionUpdate { endpoints: Some(vec!["192.0.2.9:1".into()]), ..Default::default() }),
+        (other.id, NodeSessionUpdate { disco_key: Some("discokey:other".into()), ..Default::default() }),
+        (NodeId(987_654), NodeSessionUpdate { last_seen_ms: Some(5), ..Default::default() }),
+    ];
+    assert_eq!(t.update_node_sessions(&batch).await.unwrap(), 2);
+    assert_eq!(t.node_by_id(n.id).await.unwrap().unwrap().endpoints, vec!["192.0.2.9:1"]);
+    assert_eq!(t.node_by_id(other.id).await.unwrap().unwrap().disco_key, "discokey:other");
+    // A malformed hostinfo anywhere in a batch rejects all of it before anything is written.
+    let bad = [
+        (n.id, NodeSessionUpdate { endpoints: Some(Vec::new()), ..Default::default() }),
+        (other.id, NodeSessionUpdate { hostinfo: Some("{".into()), ..Default::default() }),
+    ];
+    let err = t.update_node_sessions(&bad).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidJson { .. }), "{err:?}");
+    assert_eq!(t.node_by_id(n.id).await.unwrap().unwrap().endpoints, vec!["192.0.2.9:1"]);
+
     let rotated = t.rotate_node_key(n.id, "nodekey:new").await.unwrap();
     assert_eq!(rotated.node_key, "nodekey:new");
     let err = t.rotate_node_key(n.id, &other.node_key).await.unwrap_err();

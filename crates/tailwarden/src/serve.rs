@@ -130,6 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             derp.shutdown();
+            control.flush_session_writes().await;
             let _ = std::fs::remove_file(&config.unix_socket);
             Ok(())
         }
