@@ -79,6 +79,8 @@ pub struct ChangeStats {
     pub unaffected_bytes: u64,
     /// Server CPU time during these rounds divided by `changes`, s.
     pub server_cpu_s_per_change: Option<f64>,
+    /// The same less the server's idle CPU rate over the rounds' wall time: what the changes themselves cost, s.
+    pub server_cpu_s_per_change_net: Option<f64>,
 }
 
 /// Server process figures.
@@ -94,6 +96,8 @@ pub struct ServerStats {
     pub rss_after_join: u64,
     /// `(rss_after_join - rss_before) / joined`, bytes.
     pub rss_per_node: f64,
+    /// Server CPU seconds per second while the joined tailnet is quiet (keep-alives, timers), after settling.
+    pub idle_cpu_per_s: f64,
 }
 
 /// What went wrong. Any non-zero count (and any unaffected byte) fails `--strict`.
@@ -152,10 +156,14 @@ impl Report {
             if let Some(cpu) = c.server_cpu_s_per_change {
                 let _ = writeln!(t, "{:<38} {:>12.4}", "  server CPU-s/change", cpu);
             }
+            if let Some(cpu) = c.server_cpu_s_per_change_net {
+                let _ = writeln!(t, "{:<38} {:>12.4}", "  server CPU-s/change, less idle", cpu);
+            }
         }
         if let Some(s) = &self.server {
             let _ = writeln!(t, "{:<38} {:>12.2}", "server CPU-s during join", s.cpu_s_join);
             let _ = writeln!(t, "{:<38} {:>12.2}", "server CPU-ms per join", s.cpu_s_per_join * 1000.0);
+            let _ = writeln!(t, "{:<38} {:>12.3}", "server idle CPU-s/s (quiet tailnet)", s.idle_cpu_per_s);
             let _ = writeln!(t, "{:<38} {:>12.1}", "server RSS after join (MiB)", s.rss_after_join as f64 / 1048576.0);
             let _ = writeln!(t, "{:<38} {:>12.1}", "server RSS per node (KiB)", s.rss_per_node / 1024.0);
         }

@@ -23,6 +23,8 @@ use tokio::task::JoinSet;
 
 /// Error messages kept in the report; the counts cover the rest.
 const ERROR_SAMPLES: usize = 10;
+/// How long the quiet tailnet is watched after settling, for the server's idle CPU rate.
+const IDLE_SAMPLE: Duration = Duration::from_secs(3);
 
 /// How the run reaches the server and how patient it is.
 #[derive(Clone, Debug)]
@@ -263,6 +265,8 @@ struct RoundAcc {
     unaffected_watchers: usize,
     unaffected_bytes: u64,
     cpu_s: Option<f64>,
+    /// Wall time over which `cpu_s` was measured.
+    wall_s: f64,
 }
 
 struct Runner {
@@ -462,6 +466,13 @@ impl Runner {
             server.rss_after_join = now.rss_bytes;
             server.rss_per_node = (now.rss_bytes as f64 - server.rss_before as f64) / joined;
         }
+        // What the connected, quiet tailnet costs (keep-alives, timers), so each round's share can be told apart.
+        let (t0, before) = (Instant::now(), self.proc());
+        tokio::time::sleep(IDLE_SAMPLE).await;
+        let after = self.proc();
+        if let (Some(server), Some(b), Some(a)) = (self.report.server.as_mut(), before, after) {
+            server.idle_cpu_per_s = (a.cpu_s - b.cpu_s) / t0.elapsed().as_secs_f64();
+        }
     }
 
     async fn wait_outstanding(&self, deadline: Instant) {
@@ -482,7 +493,7 @@ impl Runner {
         let subjects: BTreeSet<usize> = planned.iter().filter_map(|(c, _)| c.subject).collect();
         let affected: BTreeSet<usize> = planned.iter().flat_map(|(c, _)| c.watchers.iter().map(|w| w.0)).collect();
         let bytes_before = self.bytes_snapshot();
-        let cpu_before = self.proc();
+        let (round_start, cpu_before) = (Instant::now(), self.proc());
         let mut kinds = Vec::with_capacity(planned.len());
         let mut set = JoinSet::new();
         for (k, (change, a)) in planned.into_iter().enumerate() {
@@ -523,6 +534,7 @@ impl Runner {
         acc.changes += kinds.len();
         if let (Some(a), Some(b)) = (cpu_after, cpu_before) {
             *acc.cpu_s.get_or_insert(0.0) += a.cpu_s - b.cpu_s;
+            acc.wall_s += round_start.elapsed().as_secs_f64();
         }
         for &w in &affected {
             let Some(l) = &self.slots[w].live else {
@@ -706,6 +718,9 @@ impl Runner {
                 unaffected_watchers: acc.unaffected_watchers,
                 unaffected_bytes: acc.unaffected_bytes,
                 server_cpu_s_per_change: acc.cpu_s.map(|c| c / acc.changes.max(1) as f64),
+                server_cpu_s_per_change_net: acc.cpu_s.zip(self.report.server.as_ref()).map(|(c, server)| {
+                    (c - server.idle_cpu_per_s * acc.wall_s).max(0.0) / acc.changes.max(1) as f64
+                }),
             };
             self.report.changes.insert(label.to_string(), stats);
         }

@@ -310,8 +310,27 @@ impl Tailnet {
         let events = std::mem::take(&mut st.events);
         let mut shared: HashMap<(Compression, Vec<usize>), Option<Frame>> = HashMap::new();
         for (id, p) in pending {
+            if !st.sessions.contains_key(&id) {
+                continue;
+            }
+            // A re-check usually finds the filter unchanged (e.g. a join under a `*` rule re-checks every peer);
+            // then the session shares the common message below instead of getting one encoded for it alone.
+            let (mut filter, mut ssh) = (None, None);
+            if p.recheck {
+                let (new_filter, new_ssh) = st.policy.filter_and_ssh(id, &settings.server_url);
+                if let Some(session) = st.sessions.get_mut(&id) {
+                    if new_filter != session.filter {
+                        session.filter = new_filter.clone();
+                        filter = Some(new_filter);
+                    }
+                    if new_ssh != session.ssh {
+                        session.ssh = new_ssh.clone();
+                        ssh = Some(new_ssh.unwrap_or_else(|| serde_json::json!({ "rules": [] })));
+                    }
+                }
+            }
             let Some(session) = st.sessions.get(&id) else { continue };
-            if !(p.recheck || p.self_changed) {
+            if filter.is_none() && ssh.is_none() && !p.self_changed {
                 // Only changes to other nodes: every session that collected the same ones shares one encoding.
                 if p.events.is_empty() {
                     continue;
@@ -334,19 +353,8 @@ impl Tailnet {
             // Its own view changed too: one message of its own, so peers and the filter that admits them arrive
             // together.
             let mut msg = Self::events_message(st, &events, &p.events, settings, now);
-            if p.recheck {
-                let (filter, ssh) = st.policy.filter_and_ssh(id, &settings.server_url);
-                if let Some(session) = st.sessions.get_mut(&id) {
-                    if filter != session.filter {
-                        msg.packet_filter = Some(filter.clone());
-                        session.filter = filter;
-                    }
-                    if ssh != session.ssh {
-                        msg.ssh_policy = Some(ssh.clone().unwrap_or_else(|| serde_json::json!({ "rules": [] })));
-                        session.ssh = ssh;
-                    }
-                }
-            }
+            msg.packet_filter = filter;
+            msg.ssh_policy = ssh;
             if p.self_changed
                 && let Some(me) = st.nodes.get(&id)
             {
@@ -356,16 +364,7 @@ impl Tailnet {
                 }
                 msg.node = Some(node);
             }
-            let empty = msg.peers_changed.is_empty()
-                && msg.peers_removed.is_empty()
-                && msg.peers_changed_patch.is_empty()
-                && msg.packet_filter.is_none()
-                && msg.ssh_policy.is_none()
-                && msg.node.is_none();
-            if !empty
-                && let Some(session) = st.sessions.get(&id)
-                && let Some(frame) = EncodeOnce::new(&msg).frame(session.compression)
-            {
+            if let Some(frame) = EncodeOnce::new(&msg).frame(session.compression) {
                 deliver(session, frame);
             }
         }
