@@ -7,6 +7,7 @@
 # BIN: directory holding release builds of `tailwarden` and `tailwarden-bench` (default: $CARGO_TARGET_DIR/release
 # or target/release). SERVER_YAML: extra config lines for the server. PERF_DATA: record the server with
 # `perf record --call-graph dwarf` into that file (build the server with `--profile profiling` for line tables).
+# BENCH_WRAPPER: a command prefix for the generator, e.g. "/usr/bin/time -f %U,%S" to see its own CPU time.
 set -euo pipefail
 if [ -z "${TW_IN_NETNS:-}" ]; then
     exec unshare -n env TW_IN_NETNS=1 bash "$0" "$@"
@@ -48,6 +49,6 @@ if [ -n "${PERF_DATA:-}" ]; then
     PERF=$!
 fi
 status=0
-"$BIN/tailwarden-bench" "$@" --control-url http://127.0.0.1:18080 --api-key "$K" --server-pid "$P" --strict || status=$?
+${BENCH_WRAPPER:-} "$BIN/tailwarden-bench" "$@" --control-url http://127.0.0.1:18080 --api-key "$K" --server-pid "$P" --strict || status=$?
 if [ -n "${PERF_DATA:-}" ]; then kill -INT "$PERF"; wait "$PERF" || true; fi
 exit $status
