@@ -122,6 +122,29 @@ impl CompiledGrant {
     }
 }
 
+/// A rule's source list as a merge key. Rules compiled together share one list per distinct
+/// sources, so equality first compares pointers, and hashing reads only the ends of the list:
+/// source lists of 15,000 addresses are common and would otherwise be hashed per rule.
+#[derive(Clone, Debug)]
+struct SourceList(Arc<[String]>);
+
+impl PartialEq for SourceList {
+    fn eq(&self, other: &SourceList) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for SourceList {}
+
+impl std::hash::Hash for SourceList {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let list = &self.0;
+        list.len().hash(state);
+        list[..list.len().min(4)].hash(state);
+        list[list.len().saturating_sub(4)..].hash(state);
+    }
+}
+
 /// A policy compiled against one tailnet: ready to answer per-node questions.
 ///
 /// Besides the compiled rules it keeps the indexes that make later node changes cheap (see
@@ -154,7 +177,7 @@ pub struct CompiledPolicy {
     self_rows: BTreeMap<(usize, u64), Vec<usize>>,
     /// Every distinct (protocols, sources) of the shared network rules, numbered, so per-node
     /// merging compares numbers instead of source lists.
-    merge_keys: HashMap<Vec<u8>, HashMap<Vec<String>, usize>>,
+    merge_keys: HashMap<Vec<u8>, HashMap<SourceList, usize>>,
     /// Per merge key: the (grant, rule) positions of the shared rules carrying it.
     key_positions: Vec<BTreeSet<(usize, usize)>>,
     /// Per merge key: its first source, to find the per-node rules that may share it.
@@ -495,11 +518,12 @@ impl CompiledPolicy {
 
     fn key_id(&mut self, rule: &FilterRule) -> usize {
         let by_src = self.merge_keys.entry(rule.ip_proto.clone()).or_default();
-        if let Some(&id) = by_src.get(&rule.src_ips[..]) {
+        let src = SourceList(rule.src_ips.clone());
+        if let Some(&id) = by_src.get(&src) {
             return id;
         }
         let id = self.key_positions.len();
-        by_src.insert(rule.src_ips.to_vec(), id);
+        by_src.insert(src, id);
         self.key_positions.push(BTreeSet::new());
         self.key_first_src.push(rule.src_ips.first().cloned());
         id
@@ -882,7 +906,7 @@ impl CompiledPolicy {
                 None => rule.dst_ports.iter().filter(|d| view.keeps(d)).cloned().collect(),
             };
             let key = e.key.or_else(|| {
-                self.merge_keys.get(&rule.ip_proto).and_then(|by_src| by_src.get(&rule.src_ips[..])).copied()
+                self.merge_keys.get(&rule.ip_proto).and_then(|by_src| by_src.get(&SourceList(rule.src_ips.clone()))).copied()
             });
             let slot_key = match key {
                 Some(id) => SlotKey::Known(id),
@@ -1188,6 +1212,10 @@ pub(crate) struct Resolutions<'a> {
     subnet_set: &'a IpSet,
     aliases: HashMap<Alias, Option<Rc<ResolvedAlias>>>,
     sources: HashMap<Vec<Alias>, Option<Rc<Sources>>>,
+    /// Rendered source lists by what they are made of (addresses, and which of them came from
+    /// node aliases), for lists without `*` or `autogroup:danger-all`: `autogroup:member`
+    /// combined with any group is still `autogroup:member`.
+    source_strings: HashMap<(IpSet, IpSet), Arc<[String]>>,
     /// Destination aliases' strings, with what each stands for.
     dst_pieces: HashMap<Alias, Rc<[(String, Piece)]>>,
 }
@@ -1200,6 +1228,7 @@ impl<'a> Resolutions<'a> {
             subnet_set,
             aliases: HashMap::new(),
             sources: HashMap::new(),
+            source_strings: HashMap::new(),
             dst_pieces: HashMap::new(),
         }
     }
@@ -1263,6 +1292,21 @@ impl<'a> Resolutions<'a> {
             target: Rc::new(Target::default()),
         };
         if sources.merged.is_empty() {
+            return Some(sources);
+        }
+        if !has_wildcard && !has_danger_all {
+            let key = (sources.merged.clone(), sources.node_addrs.clone());
+            let strings = match self.source_strings.get(&key) {
+                Some(known) => known.clone(),
+                None => {
+                    let strings: Arc<[String]> = sources.with_routes(self).into();
+                    self.source_strings.insert(key, strings.clone());
+                    strings
+                }
+            };
+            target.finish();
+            sources.strings = strings;
+            sources.target = Rc::new(target);
             return Some(sources);
         }
         let mut strings = sources.with_routes(self);

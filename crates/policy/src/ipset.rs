@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 
 /// A set of IPv4 and IPv6 addresses.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IpSet {
     v4: Vec<(u128, u128)>,
     v6: Vec<(u128, u128)>,
@@ -66,6 +66,34 @@ fn insert(ranges: &mut Vec<(u128, u128)>, first: u128, last: u128) {
     }
     ranges.push((first, last));
     normalize(ranges);
+}
+
+/// Adds sorted, disjoint `theirs` to sorted, disjoint `mine` in one pass.
+fn union(mine: &mut Vec<(u128, u128)>, theirs: &[(u128, u128)]) {
+    let (Some(&last), Some(&(first, _))) = (mine.last(), theirs.first()) else {
+        mine.extend_from_slice(theirs);
+        return;
+    };
+    if first > last.1.saturating_add(1) {
+        mine.extend_from_slice(theirs);
+        return;
+    }
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(mine.len() + theirs.len());
+    let (mut i, mut j) = (0, 0);
+    while i < mine.len() || j < theirs.len() {
+        let (a, b) = if j == theirs.len() || (i < mine.len() && mine[i] <= theirs[j]) {
+            i += 1;
+            mine[i - 1]
+        } else {
+            j += 1;
+            theirs[j - 1]
+        };
+        match out.last_mut() {
+            Some(prev) if a <= prev.1.saturating_add(1) => prev.1 = prev.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    *mine = out;
 }
 
 /// Sorts ranges and merges the overlapping or adjacent ones.
@@ -215,10 +243,7 @@ impl IpSet {
             match theirs.as_slice() {
                 [] => {}
                 [(a, b)] => insert(mine, *a, *b),
-                _ => {
-                    mine.extend_from_slice(theirs);
-                    normalize(mine);
-                }
+                _ => union(mine, theirs),
             }
         }
     }
