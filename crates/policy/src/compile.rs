@@ -1007,13 +1007,13 @@ impl CompiledPolicy {
             for m in &same {
                 for ports in &spec.ports {
                     for a in m.addrs() {
-                        dst_ports.push(NetPortRange { ip: a.to_string(), ports: *ports });
+                        dst_ports.push(NetPortRange { ip: self.index.text(a), ports: *ports });
                     }
                 }
             }
             if !dst_ports.is_empty() {
                 rules.push(FilterRule {
-                    src_ips: src.strings_keeping(&src).into(),
+                    src_ips: src.strings_keeping_by(&src, &|a| self.index.text(a)).into(),
                     dst_ports,
                     ip_proto: spec.proto.numbers.clone(),
                     cap_grant: Vec::new(),

@@ -81,8 +81,8 @@ pub(crate) struct Row {
 }
 
 /// A row's nodes, ascending, and — once the list is long enough that one bit per node of the
-/// tailnet takes no more room than the list — the same as a bitmap, which peer sets are
-/// built from a word at a time.
+/// tailnet takes at most eight times the list's room — the same as a bitmap, which peer sets
+/// are built from a word at a time (much faster than setting the bits one by one).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RowNodes {
     list: Vec<usize>,
@@ -97,7 +97,7 @@ impl RowNodes {
     }
 
     fn index_if_dense(&mut self, nodes: usize) {
-        if !self.bits.is_empty() || self.list.len() * 64 < nodes {
+        if !self.bits.is_empty() || self.list.len() * 8 * 64 < nodes {
             return;
         }
         for &n in &self.list {
@@ -307,18 +307,18 @@ impl Reach {
 
     /// The nodes `node` shares a row with, in either direction (honouring `via` rows' router).
     ///
-    /// Rows naming most of the tailnet make the candidate lists long and overlapping, so they
-    /// are collected into a bitmap over the nodes and read off in order, instead of being
-    /// concatenated and sorted.
+    /// Few candidates are sorted; many (rules naming most of the tailnet make the lists long
+    /// and overlapping) are collected into a bitmap over the nodes and read off in order.
     pub(crate) fn peers(&self, node: usize) -> Vec<usize> {
-        let mut seen = NodeBits::new(self.as_src.len());
+        let mut lists: Vec<&RowNodes> = Vec::new();
+        let mut routers: Vec<usize> = Vec::new();
         for &id in self.as_src.get(node).into_iter().flatten() {
             let Some(row) = self.row(id) else { continue };
             match row.matcher.only {
-                None => seen.insert_all(&row.dst_nodes),
+                None => lists.push(&row.dst_nodes),
                 Some(o) => {
                     if row.dst_nodes.binary_search(&o).is_ok() {
-                        seen.insert(o);
+                        routers.push(o);
                     }
                 }
             }
@@ -326,8 +326,27 @@ impl Reach {
         for &id in self.as_dst.get(node).into_iter().flatten() {
             let Some(row) = self.row(id) else { continue };
             if row.matcher.only.is_none_or(|o| o == node) {
-                seen.insert_all(&row.src_nodes);
+                lists.push(&row.src_nodes);
             }
+        }
+        let candidates: usize = routers.len() + lists.iter().map(|l| l.len()).sum::<usize>();
+        // A bitmap costs a pass over one word per 64 nodes; sorting costs a few steps per candidate.
+        if candidates * 16 < self.as_src.len() / 64 {
+            let mut out = routers;
+            for l in lists {
+                out.extend_from_slice(l);
+            }
+            out.sort_unstable();
+            out.dedup();
+            out.retain(|&p| p != node);
+            return out;
+        }
+        let mut seen = NodeBits::new(self.as_src.len());
+        for o in routers {
+            seen.insert(o);
+        }
+        for l in lists {
+            seen.insert_all(l);
         }
         seen.remove(node);
         seen.into_sorted()
@@ -370,7 +389,8 @@ impl NodeBits {
     }
 
     fn into_sorted(self) -> Vec<usize> {
-        let count = self.words.iter().map(|w| w.count_ones() as usize).sum();
+        // Baseline x86-64 counts bits in software: skip the (in large tailnets, most) empty words.
+        let count = self.words.iter().filter(|w| **w != 0).map(|w| w.count_ones() as usize).sum();
         let mut out = Vec::with_capacity(count);
         for (w, &word) in self.words.iter().enumerate() {
             let mut bits = word;
@@ -515,9 +535,81 @@ impl CompiledPolicy {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::ipset::IpSet;
     use crate::{Node, Policy, Tailnet, User};
 
-    use super::CompiledPolicy;
+    use super::{CompiledPolicy, Matcher, Origin, Reach, Row, RowNodes};
+
+    /// Peer sets read off rows of every size — few candidates (sorted), sparse lists and dense
+    /// row bitmaps (collected in a bitmap), `via` rows — equal the union of the rows, before and
+    /// after a node is detached.
+    #[test]
+    fn peers_union_rows_of_every_size() {
+        const NODES: usize = 5000;
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut reach = Reach::default();
+        reach.grow(NODES);
+        let mut rows: Vec<(Vec<usize>, Vec<usize>, Option<usize>)> = Vec::new();
+        for r in 0..120 {
+            let size = |r: usize| [1, 2, 40, 300, 4000][r % 5];
+            // Long rows hold only the first half of the nodes, so the rest see few candidates.
+            let mut list = |len: usize| -> Vec<usize> {
+                let among = if len > 100 { NODES / 2 } else { NODES };
+                let set: BTreeSet<usize> = (0..len).map(|_| next(among)).collect();
+                set.into_iter().collect()
+            };
+            let (src, dst) = (list(size(r)), list(size(r / 5)));
+            let only = (r % 17 == 0).then(|| dst[0]);
+            let row = Row {
+                matcher: Matcher::new(IpSet::new(), IpSet::new(), only),
+                origin: Origin::PerNode,
+                src_nodes: RowNodes::new(src.clone(), NODES),
+                dst_nodes: RowNodes::new(dst.clone(), NODES),
+            };
+            reach.insert_row(row);
+            rows.push((src, dst, only));
+        }
+        let want = |rows: &[(Vec<usize>, Vec<usize>, Option<usize>)], node: usize| -> Vec<usize> {
+            let mut out = BTreeSet::new();
+            for (src, dst, only) in rows {
+                let (in_src, in_dst) = (src.binary_search(&node).is_ok(), dst.binary_search(&node).is_ok());
+                match only {
+                    None if in_src => out.extend(dst),
+                    Some(o) if in_src && dst.binary_search(o).is_ok() => {
+                        out.insert(*o);
+                    }
+                    _ => {}
+                }
+                if in_dst && only.is_none_or(|o| o == node) {
+                    out.extend(src);
+                }
+            }
+            out.remove(&node);
+            out.into_iter().collect()
+        };
+        let mut sample: Vec<usize> = (0..200).map(|_| next(NODES)).chain([0, NODES - 1]).collect();
+        sample.extend(rows.iter().filter(|(src, dst, _)| src.len() <= 2 && dst.len() <= 2).flat_map(|(src, dst, _)| src.iter().chain(dst)));
+        for &n in &sample {
+            assert_eq!(reach.peers(n), want(&rows, n), "node {n}");
+        }
+        let gone = rows.iter().max_by_key(|(src, _, _)| src.len()).map(|(src, _, _)| src[7]).expect("rows");
+        reach.detach(gone);
+        for (src, dst, _) in &mut rows {
+            src.retain(|&n| n != gone);
+            dst.retain(|&n| n != gone);
+        }
+        for &n in sample.iter().chain([&gone]) {
+            assert_eq!(reach.peers(n), want(&rows, n), "after detach, node {n}");
+        }
+    }
 
     fn node(id: u64, user: Option<u64>, tags: &[&str], routes: &[&str]) -> Node {
         let routes: Vec<ipnet::IpNet> = routes.iter().map(|r| r.parse().expect("test prefix")).collect();
