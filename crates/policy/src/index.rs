@@ -33,9 +33,9 @@ pub(crate) struct NodeIndex {
     addr_text: HashMap<IpAddr, String, BuildHasherDefault<AddrHasher>>,
 }
 
-/// A multiply-rotate hash for node addresses, which rendering a large rule looks up once per
-/// address. The addresses are the control plane's own allocations, so the flooding resistance
-/// of the default hasher buys nothing here.
+/// A multiply-rotate hash for node addresses (and sets of them), which rendering a large rule
+/// looks up once per address. The addresses are the control plane's own allocations, so the
+/// flooding resistance of the default hasher buys nothing here.
 #[derive(Default)]
 pub(crate) struct AddrHasher(u64);
 
