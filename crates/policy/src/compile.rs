@@ -1180,7 +1180,7 @@ fn merge_rules(rules: Vec<FilterRule>) -> Vec<FilterRule> {
 }
 
 /// An alias resolved once per compilation.
-pub(crate) struct ResolvedAlias {
+struct ResolvedAlias {
     set: IpSet,
     /// For node-selecting aliases: the nodes holding the addresses.
     nodes: Option<Vec<usize>>,
@@ -1207,7 +1207,7 @@ struct Sources {
 
 /// Resolutions shared by the grants compiled together: a policy names the same groups, tags
 /// and source lists many times.
-pub(crate) struct Resolutions<'a> {
+struct Resolutions<'a> {
     resolver: Resolver<'a>,
     subnet_strings: &'a [String],
     subnet_set: &'a IpSet,
@@ -1222,7 +1222,7 @@ pub(crate) struct Resolutions<'a> {
 }
 
 impl<'a> Resolutions<'a> {
-    pub(crate) fn new(resolver: Resolver<'a>, subnet_strings: &'a [String], subnet_set: &'a IpSet) -> Resolutions<'a> {
+    fn new(resolver: Resolver<'a>, subnet_strings: &'a [String], subnet_set: &'a IpSet) -> Resolutions<'a> {
         Resolutions {
             resolver,
             subnet_strings,
