@@ -58,7 +58,7 @@ impl AutoGroup {
 }
 
 /// One alias as written in a rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Alias {
     /// `*`.
     Wildcard,

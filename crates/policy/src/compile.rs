@@ -6,7 +6,9 @@
 //! in a deferred form and expanded per node.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -14,8 +16,8 @@ use serde_json::Value;
 use tailwarden_wire::{CapGrant, FilterRule, NetPortRange, PortRange};
 
 use crate::alias::{Alias, AutoGroup};
-use crate::index::{alias_keys, has_address_alias, DependencyIndex, NodeIndex};
-use crate::ipset::{parse_pattern, IpSet};
+use crate::index::{alias_keys, has_address_alias, AddrHasher, DependencyIndex, NodeIndex};
+use crate::ipset::{parse_pattern, IpSet, Piece};
 use crate::netmap::{Holders, Matcher, Origin};
 use crate::model::{Grant, IpSpec, Policy};
 use crate::tailnet::{is_exit_route, Node, Tailnet};
@@ -98,10 +100,10 @@ pub(crate) struct ViaGrant {
 }
 
 #[derive(Clone, Debug, Default)]
-struct CompiledGrant {
+pub(crate) struct CompiledGrant {
     rules: Vec<FilterRule>,
-    /// Per rule in `rules`, per destination: the addresses it names, parsed once.
-    dst_sets: Vec<Vec<Option<IpSet>>>,
+    /// Per rule in `rules`: where its destinations point (empty for capability rules).
+    dst_index: Vec<DstIndex>,
     /// Per rule in `rules`: its merge key (sources, protocols) as an index into `merge_keys`;
     /// `None` for capability rules, which never merge.
     rule_keys: Vec<Option<usize>>,
@@ -118,6 +120,29 @@ impl CompiledGrant {
     /// node change only moves that node in and out of its resolved sources.
     fn is_self_only(&self) -> bool {
         self.rules.is_empty() && self.via.is_none() && self.self_grant.is_some()
+    }
+}
+
+/// A rule's source list as a merge key. Rules compiled together share one list per distinct
+/// sources, so equality first compares pointers, and hashing reads only the ends of the list:
+/// source lists of 15,000 addresses are common and would otherwise be hashed per rule.
+#[derive(Clone, Debug)]
+struct SourceList(Arc<[String]>);
+
+impl PartialEq for SourceList {
+    fn eq(&self, other: &SourceList) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for SourceList {}
+
+impl std::hash::Hash for SourceList {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let list = &self.0;
+        list.len().hash(state);
+        list[..list.len().min(4)].hash(state);
+        list[list.len().saturating_sub(4)..].hash(state);
     }
 }
 
@@ -143,13 +168,17 @@ pub struct CompiledPolicy {
     /// Nodes with effective routes (subnet or exit).
     routers: Vec<usize>,
     subnet_strings: Vec<String>,
+    /// The approved subnet routes as one set (what `subnet_strings` match).
+    subnet_set: IpSet,
     grants: Vec<CompiledGrant>,
+    /// Grants expanded per node (`autogroup:self`, `via`), ascending.
+    per_node_grants: BTreeSet<usize>,
     reach: crate::netmap::Reach,
     /// Rows of each `autogroup:self` expansion, by (grant, user).
     self_rows: BTreeMap<(usize, u64), Vec<usize>>,
     /// Every distinct (protocols, sources) of the shared network rules, numbered, so per-node
     /// merging compares numbers instead of source lists.
-    merge_keys: HashMap<Vec<u8>, HashMap<Vec<String>, usize>>,
+    merge_keys: HashMap<Vec<u8>, HashMap<SourceList, usize>>,
     /// Per merge key: the (grant, rule) positions of the shared rules carrying it.
     key_positions: Vec<BTreeSet<(usize, usize)>>,
     /// Per merge key: its first source, to find the per-node rules that may share it.
@@ -186,45 +215,47 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn nodes_in(&self, indexes: impl IntoIterator<Item = usize>) -> IpSet {
-        let mut set = IpSet::new();
-        for i in indexes {
-            if let Some(n) = self.tailnet.nodes.get(i) {
-                Self::add_node(&mut set, n);
+    /// The addresses of these nodes.
+    fn nodes_in(&self, nodes: &[usize]) -> IpSet {
+        IpSet::from_addrs(nodes.iter().filter_map(|&i| self.tailnet.nodes.get(i)).flat_map(Node::addrs))
+    }
+
+    /// The nodes a node-selecting alias holds (those with an address), ascending; `None` for
+    /// address aliases and aliases that resolve to nothing here.
+    fn alias_nodes(&self, alias: &Alias) -> Option<Vec<usize>> {
+        let users_nodes = |logins: &mut dyn Iterator<Item = &str>| -> Vec<usize> {
+            logins.flat_map(|l| self.index.user_nodes(l)).collect()
+        };
+        let mut nodes: Vec<usize> = match alias {
+            Alias::User(login) => self.index.user_nodes(login).collect(),
+            Alias::UserDomain(domain) => users_nodes(&mut self.tailnet.users.iter().map(|u| u.login.as_str()).filter(|login| {
+                login.rsplit_once('@').map(|(_, d)| d).unwrap_or("").eq_ignore_ascii_case(domain)
+            })),
+            Alias::Group(g) => users_nodes(&mut self.policy.groups.get(g).into_iter().flatten().map(String::as_str)),
+            Alias::Tag(t) => self.index.by_tag.get(t).into_iter().flatten().copied().collect(),
+            Alias::AutoGroup(AutoGroup::Member) => self.index.untagged.iter().copied().collect(),
+            Alias::AutoGroup(AutoGroup::Tagged) => self.index.tagged.iter().copied().collect(),
+            Alias::AutoGroup(g @ (AutoGroup::Admin | AutoGroup::Owner)) => {
+                let admin = *g == AutoGroup::Admin;
+                let users = self.tailnet.users.iter().filter(|u| if admin { u.admin } else { u.owner });
+                users.flat_map(|u| self.index.by_user.get(&u.id).into_iter().flatten().copied()).collect()
             }
-        }
-        set
-    }
-
-    /// The untagged nodes of the user with this login (the first such user, as
-    /// [`Tailnet::user_by_login`] finds it).
-    fn user_nodes(&self, login: &str) -> IpSet {
-        self.nodes_in(self.index.user_nodes(login))
-    }
-
-    /// The untagged nodes of several users, gathered in node order so the set is built by
-    /// appending.
-    fn logins_nodes<'l>(&self, logins: impl Iterator<Item = &'l str>) -> IpSet {
-        let mut nodes: Vec<usize> = logins.flat_map(|l| self.index.user_nodes(l)).collect();
+            _ => return None,
+        };
         nodes.sort_unstable();
         nodes.dedup();
-        self.nodes_in(nodes)
+        nodes.retain(|&i| self.tailnet.nodes.get(i).is_some_and(|n| !n.addrs().is_empty()));
+        Some(nodes)
     }
 
     /// The addresses an alias stands for; `None` when it names nothing resolvable here
     /// (`autogroup:self`, SSH-only autogroups, undefined hosts).
     pub(crate) fn resolve(&self, alias: &Alias) -> Option<IpSet> {
+        if let Some(nodes) = self.alias_nodes(alias) {
+            return Some(self.nodes_in(&nodes));
+        }
         Some(match alias {
             Alias::Wildcard => tailscale_addresses(),
-            Alias::User(login) => self.user_nodes(login),
-            Alias::UserDomain(domain) => {
-                let logins = self.tailnet.users.iter().map(|u| u.login.as_str()).filter(|login| {
-                    login.rsplit_once('@').map(|(_, d)| d).unwrap_or("").eq_ignore_ascii_case(domain)
-                });
-                self.logins_nodes(logins)
-            }
-            Alias::Group(g) => self.logins_nodes(self.policy.groups.get(g).into_iter().flatten().map(String::as_str)),
-            Alias::Tag(t) => self.nodes_in(self.index.by_tag.get(t).into_iter().flatten().copied()),
             Alias::Host(h) => {
                 let mut set = IpSet::new();
                 set.add_prefix(self.policy.hosts.get(h)?);
@@ -235,29 +266,19 @@ impl<'a> Resolver<'a> {
                 set.add_prefix(p);
                 set
             }
-            Alias::AutoGroup(g) => match g {
-                AutoGroup::Internet => the_internet(),
-                AutoGroup::Member => self.nodes_in(self.index.untagged.iter().copied()),
-                AutoGroup::Tagged => self.nodes_in(self.index.tagged.iter().copied()),
-                AutoGroup::DangerAll => {
-                    let mut set = IpSet::new();
-                    set.add_prefix(&net("0.0.0.0/0"));
-                    set.add_prefix(&net("::/0"));
-                    set
-                }
-                AutoGroup::Admin | AutoGroup::Owner => {
-                    let admin = *g == AutoGroup::Admin;
-                    let users = self.tailnet.users.iter().filter(|u| if admin { u.admin } else { u.owner });
-                    let mut nodes: Vec<usize> =
-                        users.flat_map(|u| self.index.by_user.get(&u.id).into_iter().flatten().copied()).collect();
-                    nodes.sort_unstable();
-                    nodes.dedup();
-                    self.nodes_in(nodes)
-                }
-                AutoGroup::SelfDevices | AutoGroup::NonRoot => return None,
-            },
+            Alias::AutoGroup(AutoGroup::Internet) => the_internet(),
+            Alias::AutoGroup(AutoGroup::DangerAll) => everything(),
+            _ => return None,
         })
     }
+}
+
+/// Every address, both families (what `*` means in a packet filter).
+fn everything() -> IpSet {
+    let mut set = IpSet::new();
+    set.add_prefix(&net("0.0.0.0/0"));
+    set.add_prefix(&net("::/0"));
+    set
 }
 
 fn node_in(node: &Node, set: &IpSet) -> bool {
@@ -345,6 +366,8 @@ impl CompiledPolicy {
             routes: Vec::new(),
             routers: Vec::new(),
             subnet_strings: Vec::new(),
+            subnet_set: IpSet::new(),
+            per_node_grants: BTreeSet::new(),
             reach: Default::default(),
             self_rows: BTreeMap::new(),
             merge_keys: HashMap::new(),
@@ -413,13 +436,19 @@ impl CompiledPolicy {
         compiled.exit_approvers = exit_approvers;
         compiled.routers = (0..compiled.routes.len()).filter(|&i| compiled.routes[i].is_router()).collect();
         compiled.subnet_strings = compiled.approved_subnet_strings();
+        for r in &compiled.routes {
+            for p in &r.subnets {
+                compiled.subnet_set.add_prefix(p);
+            }
+        }
         compiled.reach.grow(compiled.tailnet.nodes.len());
-        for g in 0..compiled.grants.len() {
-            let cg = compiled.compile_one(g);
+        let all: Vec<usize> = (0..compiled.grants.len()).collect();
+        for (g, cg) in all.iter().copied().zip(compiled.compile_grants(&all)) {
             compiled.install_grant(g, cg);
         }
         let users: Vec<u64> = compiled.index.by_user.keys().copied().collect();
-        for g in 0..compiled.grants.len() {
+        let self_grants: Vec<usize> = compiled.self_grants().collect();
+        for g in self_grants {
             for &u in &users {
                 compiled.install_self_rows(g, u);
             }
@@ -476,27 +505,33 @@ impl CompiledPolicy {
         }
     }
 
-    fn compile_one(&self, g: usize) -> CompiledGrant {
+    /// Compiles grants `gs` against the current tailnet, sharing alias resolutions among them.
+    fn compile_grants(&self, gs: &[usize]) -> Vec<CompiledWithTargets> {
         let resolver = Resolver::new(&self.policy, &self.tailnet, &self.index);
-        let mut cg = compile_grant(&resolver, &self.grant_defs[g], &self.subnet_strings).unwrap_or_default();
-        cg.dst_sets = cg.rules.iter().map(|r| r.dst_ports.iter().map(|d| parse_pattern(&d.ip)).collect()).collect();
-        cg
+        let mut c = Resolutions::new(resolver, &self.subnet_strings, &self.subnet_set);
+        gs.iter().map(|&g| compile_grant(&mut c, &self.grant_defs[g]).unwrap_or_default()).collect()
+    }
+
+    /// Grants with an `autogroup:self` destination, ascending.
+    pub(crate) fn self_grants(&self) -> impl Iterator<Item = usize> + '_ {
+        self.per_node_grants.iter().copied().filter(|&g| self.grants[g].self_grant.is_some())
     }
 
     fn key_id(&mut self, rule: &FilterRule) -> usize {
         let by_src = self.merge_keys.entry(rule.ip_proto.clone()).or_default();
-        if let Some(&id) = by_src.get(&rule.src_ips[..]) {
+        let src = SourceList(rule.src_ips.clone());
+        if let Some(&id) = by_src.get(&src) {
             return id;
         }
         let id = self.key_positions.len();
-        by_src.insert(rule.src_ips.to_vec(), id);
+        by_src.insert(src, id);
         self.key_positions.push(BTreeSet::new());
         self.key_first_src.push(rule.src_ips.first().cloned());
         id
     }
 
     /// Makes `cg` grant `g`'s compiled form: numbers its merge keys and indexes its rules.
-    fn install_grant(&mut self, g: usize, mut cg: CompiledGrant) {
+    fn install_grant(&mut self, g: usize, (mut cg, targets): CompiledWithTargets) {
         cg.rule_keys = Vec::with_capacity(cg.rules.len());
         for (r, rule) in cg.rules.iter().enumerate() {
             let key = rule.cap_grant.is_empty().then(|| self.key_id(rule));
@@ -526,42 +561,31 @@ impl CompiledPolicy {
                 }
             }
         }
-        let holders = Holders { by_addr: &self.index.by_addr, routers: &self.routers, routes: &self.routes };
-        // The grant's network rules share one source list: parse it once.
-        let mut parsed_srcs: Option<(Arc<[String]>, IpSet)> = None;
+        let holders =
+            Holders { by_addr: &self.index.by_addr, routers: &self.routers, routes: &self.routes, nodes: self.tailnet.nodes.len() };
         let mut rows = Vec::with_capacity(cg.rules.len());
         for (r, rule) in cg.rules.iter().enumerate() {
-            let srcs = match &parsed_srcs {
-                Some((list, set)) if Arc::ptr_eq(list, &rule.src_ips) => set.clone(),
-                _ => {
-                    let set = Matcher::parse_all(rule.src_ips.iter());
-                    parsed_srcs = Some((rule.src_ips.clone(), set.clone()));
-                    set
-                }
+            let row = match targets.get(r) {
+                Some(Some((src, dst))) => holders.row_between(src, dst, Origin::Shared(g, r)),
+                _ => holders.row(Matcher::from_rule(rule, None), Origin::Shared(g, r)),
             };
-            let matcher = match cg.dst_sets.get(r) {
-                Some(sets) if rule.cap_grant.is_empty() => {
-                    let mut dsts = IpSet::new();
-                    for set in sets.iter().flatten() {
-                        dsts.extend(set);
-                    }
-                    Matcher::new(srcs, dsts, None)
-                }
-                _ => Matcher::from_rule(rule, None),
-            };
-            rows.push(self.reach.insert(&holders, matcher, Origin::Shared(g, r)));
+            rows.push(self.reach.insert_row(row));
         }
         cg.rows = rows;
         cg.via_rows = via_rules
             .into_iter()
             .map(|(rule, i)| self.reach.insert(&holders, Matcher::from_rule(&rule, Some(i)), Origin::PerNode))
             .collect();
+        if cg.self_grant.is_some() || cg.via.is_some() {
+            self.per_node_grants.insert(g);
+        }
         self.grants[g] = cg;
     }
 
     /// Takes grant `g` out of the indexes (its `autogroup:self` rows included).
     fn uninstall_grant(&mut self, g: usize) {
         let cg = std::mem::take(&mut self.grants[g]);
+        self.per_node_grants.remove(&g);
         for (r, key) in cg.rule_keys.iter().enumerate() {
             if let Some(id) = key {
                 self.key_positions[*id].remove(&(g, r));
@@ -581,7 +605,8 @@ impl CompiledPolicy {
         let Some(s) = &self.grants[g].self_grant else { return };
         let Some(&first) = self.index.by_user.get(&user).and_then(|set| set.iter().next()) else { return };
         let rules = self.self_rules(s, &self.tailnet.nodes[first]);
-        let holders = Holders { by_addr: &self.index.by_addr, routers: &self.routers, routes: &self.routes };
+        let holders =
+            Holders { by_addr: &self.index.by_addr, routers: &self.routers, routes: &self.routes, nodes: self.tailnet.nodes.len() };
         let ids = rules.iter().map(|r| self.reach.insert(&holders, Matcher::from_rule(r, None), Origin::PerNode)).collect();
         self.self_rows.insert((g, user), ids);
     }
@@ -631,20 +656,18 @@ impl CompiledPolicy {
         (&self.grant_defs[g], cg.is_self_only(), &cg.rule_keys)
     }
 
-    pub(crate) fn grant_count(&self) -> usize {
-        self.grants.len()
-    }
-
-    /// Recompiles grant `g` from the current tailnet and re-indexes it.
-    pub(crate) fn recompile_grant(&mut self, g: usize) {
-        self.uninstall_grant(g);
-        let cg = self.compile_one(g);
-        let has_self = cg.self_grant.is_some();
-        self.install_grant(g, cg);
-        if has_self {
-            let users: Vec<u64> = self.index.by_user.keys().copied().collect();
-            for u in users {
-                self.install_self_rows(g, u);
+    /// Recompiles grants `gs` from the current tailnet and re-indexes them.
+    pub(crate) fn recompile_grants(&mut self, gs: &[usize]) {
+        let compiled = self.compile_grants(gs);
+        for (&g, cg) in gs.iter().zip(compiled) {
+            self.uninstall_grant(g);
+            let has_self = cg.0.self_grant.is_some();
+            self.install_grant(g, cg);
+            if has_self {
+                let users: Vec<u64> = self.index.by_user.keys().copied().collect();
+                for u in users {
+                    self.install_self_rows(g, u);
+                }
             }
         }
     }
@@ -838,29 +861,27 @@ impl CompiledPolicy {
         shared.sort_unstable();
         shared.dedup();
         let extra: Vec<(usize, Vec<FilterRule>)> = self
-            .grants
+            .per_node_grants
             .iter()
-            .enumerate()
-            .filter(|(_, g)| g.self_grant.is_some() || g.via.is_some())
-            .map(|(i, g)| (i, self.node_rules(g, node, n)))
+            .map(|&g| (g, self.node_rules(&self.grants[g], node, n)))
             .filter(|(_, rules)| !rules.is_empty())
             .collect();
         type Position = (usize, u8, usize);
         struct Entry<'a> {
             pos: Position,
             rule: &'a FilterRule,
-            dst_sets: Option<&'a [Option<IpSet>]>,
+            dst_index: Option<&'a DstIndex>,
             key: Option<usize>,
         }
         let mut entries: Vec<Entry<'_>> = shared
             .iter()
             .map(|&(g, r)| {
                 let cg = &self.grants[g];
-                Entry { pos: (g, 0, r), rule: &cg.rules[r], dst_sets: cg.dst_sets.get(r).map(Vec::as_slice), key: cg.rule_keys[r] }
+                Entry { pos: (g, 0, r), rule: &cg.rules[r], dst_index: cg.dst_index.get(r), key: cg.rule_keys[r] }
             })
             .collect();
         for (g, rules) in &extra {
-            entries.extend(rules.iter().enumerate().map(|(j, rule)| Entry { pos: (*g, 1, j), rule, dst_sets: None, key: None }));
+            entries.extend(rules.iter().enumerate().map(|(j, rule)| Entry { pos: (*g, 1, j), rule, dst_index: None, key: None }));
         }
         entries.sort_by_key(|e| e.pos);
 
@@ -881,18 +902,12 @@ impl CompiledPolicy {
                 slots.extend(view.reduce_caps(rule).map(|c| (e.pos, Slot::Cap(c))));
                 continue;
             }
-            let dsts: Vec<NetPortRange> = match e.dst_sets {
-                Some(sets) => rule
-                    .dst_ports
-                    .iter()
-                    .zip(sets)
-                    .filter(|(_, set)| set.as_ref().is_some_and(|s| view.keeps_set(s)))
-                    .map(|(d, _)| d.clone())
-                    .collect(),
+            let dsts: Vec<NetPortRange> = match e.dst_index {
+                Some(index) => index.kept(&view).into_iter().map(|p| rule.dst_ports[p].clone()).collect(),
                 None => rule.dst_ports.iter().filter(|d| view.keeps(d)).cloned().collect(),
             };
             let key = e.key.or_else(|| {
-                self.merge_keys.get(&rule.ip_proto).and_then(|by_src| by_src.get(&rule.src_ips[..])).copied()
+                self.merge_keys.get(&rule.ip_proto).and_then(|by_src| by_src.get(&SourceList(rule.src_ips.clone()))).copied()
             });
             let slot_key = match key {
                 Some(id) => SlotKey::Known(id),
@@ -993,13 +1008,13 @@ impl CompiledPolicy {
             for m in &same {
                 for ports in &spec.ports {
                     for a in m.addrs() {
-                        dst_ports.push(NetPortRange { ip: a.to_string(), ports: *ports });
+                        dst_ports.push(NetPortRange { ip: self.index.text(a), ports: *ports });
                     }
                 }
             }
             if !dst_ports.is_empty() {
                 rules.push(FilterRule {
-                    src_ips: src.strings_keeping(&src).into(),
+                    src_ips: src.strings_keeping_by(&src, &|a| self.index.text(a)).into(),
                     dst_ports,
                     ip_proto: spec.proto.numbers.clone(),
                     cap_grant: Vec::new(),
@@ -1064,16 +1079,18 @@ impl CompiledPolicy {
 struct NodeView<'a> {
     subnets: &'a [IpNet],
     exit: bool,
+    /// The internet, for exit nodes only (empty otherwise).
     internet: IpSet,
     addrs: Vec<IpAddr>,
 }
 
 impl<'a> NodeView<'a> {
     fn new(policy: &'a CompiledPolicy, index: usize, n: &Node) -> NodeView<'a> {
+        let exit = policy.is_exit_node(index);
         NodeView {
             subnets: policy.subnet_routes(index),
-            exit: policy.is_exit_node(index),
-            internet: the_internet(),
+            exit,
+            internet: if exit { the_internet() } else { IpSet::new() },
             addrs: n.addrs(),
         }
     }
@@ -1089,6 +1106,11 @@ impl<'a> NodeView<'a> {
         self.addrs.iter().any(|a| set.contains(*a))
             || self.subnets.iter().any(|r| set.overlaps_prefix(r))
             || (self.exit && set.is_subset_of(&self.internet))
+    }
+
+    /// [`NodeView::keeps_set`] for a single address.
+    fn keeps_addr(&self, a: IpAddr) -> bool {
+        self.addrs.contains(&a) || self.subnets.iter().any(|r| r.contains(&a)) || (self.exit && self.internet.contains(a))
     }
 
     /// A capability rule narrowed to the destinations this node serves; `None` when none is left.
@@ -1157,49 +1179,293 @@ fn merge_rules(rules: Vec<FilterRule>) -> Vec<FilterRule> {
     out
 }
 
-fn compile_grant(r: &Resolver<'_>, grant: &Grant, subnet_strings: &[String]) -> Option<CompiledGrant> {
-    let has_wildcard = grant.src.contains(&Alias::Wildcard);
-    let has_danger_all = grant.src.contains(&Alias::AutoGroup(AutoGroup::DangerAll));
-    let mut resolved_srcs = Vec::new();
-    let mut src_aliases = Vec::new();
-    let mut non_wild = Vec::new();
-    for src in &grant.src {
-        if *src == Alias::AutoGroup(AutoGroup::SelfDevices) {
-            return None;
+/// An alias resolved once per compilation.
+struct ResolvedAlias {
+    set: IpSet,
+    /// For node-selecting aliases: the nodes holding the addresses.
+    nodes: Option<Vec<usize>>,
+}
+
+/// A grant's sources resolved and rendered. Every grant written from one acl entry (and any
+/// other grant with the same source list) shares it, so a 15,000-address `autogroup:member`
+/// list is written out once.
+struct Sources {
+    has_wildcard: bool,
+    has_danger_all: bool,
+    /// The sources that resolve, with what they resolve to.
+    aliases: Vec<Alias>,
+    resolved: Vec<IpSet>,
+    merged: IpSet,
+    /// Addresses that came from node aliases (users, groups, tags, autogroups): Tailscale lists
+    /// those one by one, while prefixes from hosts, CIDRs and `*` stay spans.
+    node_addrs: IpSet,
+    /// The network and capability rules' `SrcIPs`.
+    strings: Arc<[String]>,
+    /// What `strings` match.
+    target: Rc<Target>,
+}
+
+/// Resolutions shared by the grants compiled together: a policy names the same groups, tags
+/// and source lists many times.
+struct Resolutions<'a> {
+    resolver: Resolver<'a>,
+    subnet_strings: &'a [String],
+    subnet_set: &'a IpSet,
+    aliases: HashMap<Alias, Option<Rc<ResolvedAlias>>>,
+    sources: HashMap<Vec<Alias>, Option<Rc<Sources>>>,
+    /// Rendered source lists by what they are made of (addresses, and which of them came from
+    /// node aliases), for lists without `*` or `autogroup:danger-all`: `autogroup:member`
+    /// combined with any group is still `autogroup:member`.
+    source_strings: HashMap<(IpSet, IpSet), Arc<[String]>, BuildHasherDefault<AddrHasher>>,
+    /// Destination aliases' strings, with what each stands for.
+    dst_pieces: HashMap<Alias, Rc<[(String, Piece)]>>,
+}
+
+impl<'a> Resolutions<'a> {
+    fn new(resolver: Resolver<'a>, subnet_strings: &'a [String], subnet_set: &'a IpSet) -> Resolutions<'a> {
+        Resolutions {
+            resolver,
+            subnet_strings,
+            subnet_set,
+            aliases: HashMap::new(),
+            sources: HashMap::new(),
+            source_strings: HashMap::default(),
+            dst_pieces: HashMap::new(),
         }
-        if let Some(set) = r.resolve(src) {
-            if *src != Alias::Wildcard {
-                non_wild.push(set.clone());
+    }
+
+    fn text(&self, a: IpAddr) -> String {
+        self.resolver.index.text(a)
+    }
+
+    fn alias(&mut self, alias: &Alias) -> Option<Rc<ResolvedAlias>> {
+        if let Some(known) = self.aliases.get(alias) {
+            return known.clone();
+        }
+        let resolved = match self.resolver.alias_nodes(alias) {
+            Some(nodes) => Some(ResolvedAlias { set: self.resolver.nodes_in(&nodes), nodes: Some(nodes) }),
+            None => self.resolver.resolve(alias).map(|set| ResolvedAlias { set, nodes: None }),
+        }
+        .map(Rc::new);
+        self.aliases.insert(alias.clone(), resolved.clone());
+        resolved
+    }
+
+    /// `None` when the sources name `autogroup:self`, which no grant compiles.
+    fn sources(&mut self, src: &[Alias]) -> Option<Rc<Sources>> {
+        if let Some(known) = self.sources.get(src) {
+            return known.clone();
+        }
+        let sources = self.compute_sources(src).map(Rc::new);
+        self.sources.insert(src.to_vec(), sources.clone());
+        sources
+    }
+
+    fn compute_sources(&mut self, src: &[Alias]) -> Option<Sources> {
+        let has_wildcard = src.contains(&Alias::Wildcard);
+        let has_danger_all = src.contains(&Alias::AutoGroup(AutoGroup::DangerAll));
+        let mut aliases = Vec::new();
+        let mut resolved = Vec::new();
+        let mut merged = IpSet::new();
+        let mut node_addrs = IpSet::new();
+        let mut target = Target::default();
+        for alias in src {
+            if *alias == Alias::AutoGroup(AutoGroup::SelfDevices) {
+                return None;
             }
-            resolved_srcs.push(set);
-            src_aliases.push(src.clone());
+            let Some(r) = self.alias(alias) else { continue };
+            merged.extend(&r.set);
+            if Resolver::is_node_alias(alias) {
+                node_addrs.extend(&r.set);
+            }
+            target.add(&r);
+            resolved.push(r.set.clone());
+            aliases.push(alias.clone());
         }
-    }
-    let mut merged = IpSet::new();
-    for s in &resolved_srcs {
-        merged.extend(s);
-    }
-    // Addresses that came from node aliases (users, groups, tags, autogroups): Tailscale lists
-    // those one by one, while prefixes from hosts, CIDRs and `*` stay spans.
-    let mut node_addrs = IpSet::new();
-    for src in grant.src.iter().filter(|a| Resolver::is_node_alias(a)) {
-        if let Some(set) = r.resolve(src) {
-            node_addrs.extend(&set);
+        let mut sources = Sources {
+            has_wildcard,
+            has_danger_all,
+            aliases,
+            resolved,
+            merged,
+            node_addrs,
+            strings: Arc::from(Vec::new()),
+            target: Rc::new(Target::default()),
+        };
+        if sources.merged.is_empty() {
+            return Some(sources);
         }
-    }
-    let src_with_routes = |merged: &IpSet| -> Vec<String> {
+        if !has_wildcard && !has_danger_all {
+            let key = (sources.merged.clone(), sources.node_addrs.clone());
+            let strings = match self.source_strings.get(&key) {
+                Some(known) => known.clone(),
+                None => {
+                    let strings: Arc<[String]> = sources.with_routes(self).into();
+                    self.source_strings.insert(key, strings.clone());
+                    strings
+                }
+            };
+            target.finish();
+            sources.strings = strings;
+            sources.target = Rc::new(target);
+            return Some(sources);
+        }
+        let mut strings = sources.with_routes(self);
+        if has_wildcard {
+            let mut seen: BTreeSet<String> = strings.iter().cloned().collect();
+            for (alias, set) in sources.aliases.iter().zip(&sources.resolved) {
+                if *alias == Alias::Wildcard {
+                    continue;
+                }
+                for text in set.strings_keeping_by(&sources.node_addrs, &|a| self.text(a)) {
+                    if seen.insert(text.clone()) {
+                        strings.push(text);
+                    }
+                }
+            }
+        }
         if has_danger_all {
+            target.add_addresses(&everything());
+        } else if has_wildcard {
+            target.add_addresses(self.subnet_set);
+        }
+        target.finish();
+        sources.strings = strings.into();
+        sources.target = Rc::new(target);
+        Some(sources)
+    }
+
+    /// A destination alias's strings (`None` when it resolves to nothing here).
+    fn dst_pieces(&mut self, alias: &Alias) -> Option<Rc<[(String, Piece)]>> {
+        if let Some(known) = self.dst_pieces.get(alias) {
+            return Some(known.clone());
+        }
+        let pieces: Vec<(String, Piece)> = if *alias == Alias::Wildcard {
+            vec![("*".to_string(), Piece::Span(everything()))]
+        } else {
+            let r = self.alias(alias)?;
+            if *alias == Alias::AutoGroup(AutoGroup::Internet) {
+                r.set.range_strings().into_iter().zip(r.set.ranges()).map(|(text, (a, b))| {
+                    let mut span = IpSet::new();
+                    span.add_range(a, b);
+                    (text, Piece::Span(span))
+                }).collect()
+            } else if r.nodes.is_some() {
+                r.set.pieces_keeping_by(&r.set, &|a| self.text(a))
+            } else {
+                r.set
+                    .prefixes()
+                    .iter()
+                    .map(|p| {
+                        let piece = if p.prefix_len() == p.max_prefix_len() {
+                            Piece::Addr(p.addr())
+                        } else {
+                            let mut set = IpSet::new();
+                            set.add_prefix(p);
+                            Piece::Span(set)
+                        };
+                        (host_string(p), piece)
+                    })
+                    .collect()
+            }
+        };
+        let pieces: Rc<[(String, Piece)]> = pieces.into();
+        self.dst_pieces.insert(alias.clone(), pieces.clone());
+        Some(pieces)
+    }
+}
+
+impl Sources {
+    /// The sources' strings, with the approved subnet routes after `*` (a via grant's sources).
+    fn with_routes(&self, c: &Resolutions<'_>) -> Vec<String> {
+        if self.has_danger_all {
             return vec!["*".to_string()];
         }
-        let mut v = merged.strings_keeping_by(&node_addrs, &|a| r.index.text(a));
-        if has_wildcard {
-            v.extend(subnet_strings.iter().cloned());
+        let mut v = self.merged.strings_keeping_by(&self.node_addrs, &|a| c.text(a));
+        if self.has_wildcard {
+            v.extend(c.subnet_strings.iter().cloned());
         }
         v
-    };
+    }
+}
 
+/// One side of a rule for the reach index: its addresses, and the nodes holding them where
+/// node aliases already say so.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Target {
+    pub(crate) set: IpSet,
+    /// Nodes selected by node aliases, ascending after [`Target::finish`].
+    pub(crate) nodes: Vec<usize>,
+    /// Addresses named as such (CIDRs, hosts, `*`): their holders are found by address.
+    pub(crate) by_address: IpSet,
+}
+
+impl Target {
+    fn add(&mut self, r: &ResolvedAlias) {
+        match &r.nodes {
+            Some(nodes) => {
+                self.set.extend(&r.set);
+                self.nodes.extend_from_slice(nodes);
+            }
+            None => self.add_addresses(&r.set),
+        }
+    }
+
+    fn add_addresses(&mut self, set: &IpSet) {
+        self.set.extend(set);
+        self.by_address.extend(set);
+    }
+
+    fn finish(&mut self) {
+        self.nodes.sort_unstable();
+        self.nodes.dedup();
+    }
+}
+
+/// Where a shared network rule's destinations point, so a node's entries are found without
+/// testing every entry.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DstIndex {
+    /// Entries naming one address: (address, position), ascending.
+    singles: Vec<(IpAddr, usize)>,
+    /// Entries naming more (CIDRs, ranges, `*`): (position, addresses).
+    spans: Vec<(usize, IpSet)>,
+}
+
+impl DstIndex {
+    fn push(&mut self, position: usize, piece: &Piece) {
+        match piece {
+            Piece::Addr(a) => self.singles.push((*a, position)),
+            Piece::Span(set) => self.spans.push((position, set.clone())),
+        }
+    }
+
+    /// The positions of the entries `view`'s node keeps, ascending.
+    fn kept(&self, view: &NodeView<'_>) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        if view.subnets.is_empty() && !view.exit {
+            // Only the node's own addresses can match a single address.
+            for a in &view.addrs {
+                let from = self.singles.partition_point(|(b, _)| b < a);
+                out.extend(self.singles[from..].iter().take_while(|(b, _)| b == a).map(|(_, p)| *p));
+            }
+        } else {
+            out.extend(self.singles.iter().filter(|(a, _)| view.keeps_addr(*a)).map(|(_, p)| *p));
+        }
+        out.extend(self.spans.iter().filter(|(_, set)| view.keeps_set(set)).map(|(p, _)| *p));
+        out.sort_unstable();
+        out
+    }
+}
+
+/// A compiled grant with, per rule, the two sides its reach row is built from (`None` for rules
+/// whose row is read off the rule text).
+pub(crate) type CompiledWithTargets = (CompiledGrant, Vec<Option<(Rc<Target>, Rc<Target>)>>);
+
+fn compile_grant(c: &mut Resolutions<'_>, grant: &Grant) -> Option<CompiledWithTargets> {
+    let src = c.sources(&grant.src)?;
     if !grant.via.is_empty() {
-        if merged.is_empty() {
+        if src.merged.is_empty() {
             return None;
         }
         let mut dsts = Vec::new();
@@ -1207,110 +1473,107 @@ fn compile_grant(r: &Resolver<'_>, grant: &Grant, subnet_strings: &[String]) -> 
         for d in &grant.dst {
             if *d == Alias::AutoGroup(AutoGroup::Internet) {
                 internet = true;
-            } else if let Some(set) = r.resolve(d) {
-                dsts.extend(set.prefixes());
+            } else if let Some(r) = c.alias(d) {
+                dsts.extend(r.set.prefixes());
             }
         }
-        return Some(CompiledGrant {
-            via: Some(ViaGrant {
-                tags: grant.via.clone(),
-                src: merged.clone(),
-                dsts,
-                internet,
-                ip: grant.ip.clone(),
-                src_strings: src_with_routes(&merged),
-            }),
-            ..Default::default()
-        });
+        let via = ViaGrant {
+            tags: grant.via.clone(),
+            src: src.merged.clone(),
+            dsts,
+            internet,
+            ip: grant.ip.clone(),
+            src_strings: src.with_routes(c),
+        };
+        return Some((CompiledGrant { via: Some(via), ..Default::default() }, Vec::new()));
     }
 
     if grant.src.is_empty() || grant.dst.is_empty() {
         return None;
     }
-    if resolved_srcs.is_empty() && grant.app.is_empty() {
+    if src.resolved.is_empty() && grant.app.is_empty() {
         return None;
     }
-    let src_strings: Arc<[String]> = if merged.is_empty() {
-        Arc::from(Vec::new())
-    } else {
-        let mut v = src_with_routes(&merged);
-        if has_wildcard && !non_wild.is_empty() {
-            let mut seen: BTreeSet<String> = v.iter().cloned().collect();
-            for s in &non_wild {
-                for text in s.strings_keeping_by(&node_addrs, &|a| r.index.text(a)) {
-                    if seen.insert(text.clone()) {
-                        v.push(text);
-                    }
-                }
-            }
-        }
-        v.into()
-    };
-
+    let src_strings = src.strings.clone();
     let self_alias = Alias::AutoGroup(AutoGroup::SelfDevices);
     let other: Vec<&Alias> = grant.dst.iter().filter(|d| **d != self_alias).collect();
     let mut cg = CompiledGrant::default();
+    let mut targets = Vec::new();
     if !other.is_empty() {
+        let mut dst_target = Target::default();
+        let mut pieces = Vec::new();
+        for d in &other {
+            let Some(p) = c.dst_pieces(d) else { continue };
+            if **d == Alias::Wildcard {
+                dst_target.add_addresses(&everything());
+            } else if let Some(r) = c.alias(d) {
+                dst_target.add(&r);
+            }
+            pieces.push(p);
+        }
+        dst_target.finish();
+        let dst_target = Rc::new(dst_target);
         for spec in &grant.ip {
             let mut dst_ports = Vec::new();
-            for d in &other {
-                if **d == Alias::Wildcard {
-                    dst_ports.extend(spec.ports.iter().map(|p| NetPortRange { ip: "*".into(), ports: *p }));
-                    continue;
-                }
-                let Some(set) = r.resolve(d) else { continue };
-                let texts: Vec<String> = if **d == Alias::AutoGroup(AutoGroup::Internet) {
-                    set.range_strings()
-                } else if Resolver::is_node_alias(d) {
-                    set.strings_keeping_by(&set, &|a| r.index.text(a))
-                } else {
-                    set.prefixes().iter().map(host_string).collect()
-                };
-                for t in texts {
-                    for p in &spec.ports {
-                        dst_ports.push(NetPortRange { ip: t.clone(), ports: *p });
-                    }
+            let mut index = DstIndex::default();
+            for (text, piece) in pieces.iter().flat_map(|p| p.iter()) {
+                for p in &spec.ports {
+                    index.push(dst_ports.len(), piece);
+                    dst_ports.push(NetPortRange { ip: text.clone(), ports: *p });
                 }
             }
             if !dst_ports.is_empty() && !src_strings.is_empty() {
+                index.singles.sort_unstable();
                 cg.rules.push(FilterRule {
                     src_ips: src_strings.clone(),
                     dst_ports,
                     ip_proto: spec.proto.numbers.clone(),
                     cap_grant: Vec::new(),
                 });
+                cg.dst_index.push(index);
+                targets.push(Some((src.target.clone(), dst_target.clone())));
             }
         }
         if !grant.app.is_empty() {
             let mut cap_grant = Vec::new();
             let mut dst_strings = Vec::new();
+            let mut cap_target = Target::default();
             for d in &other {
-                let Some(set) = r.resolve(d) else { continue };
-                let singles = if Resolver::is_node_alias(d) { set.clone() } else { IpSet::new() };
+                let Some(r) = c.alias(d) else { continue };
+                let singles = if Resolver::is_node_alias(d) { r.set.clone() } else { IpSet::new() };
                 cap_grant.push(CapGrant {
-                    dsts: set.prefixes_keeping(&singles).iter().map(|p| p.to_string()).collect(),
+                    dsts: r.set.prefixes_keeping(&singles).iter().map(|p| p.to_string()).collect(),
                     cap_map: grant.app.clone(),
                 });
-                dst_strings.extend(set.strings_keeping(&singles));
+                dst_strings.extend(r.set.strings_keeping(&singles));
+                cap_target.add(&r);
             }
+            cap_target.finish();
             if !cap_grant.is_empty() {
                 let src_prefixes: Vec<String> =
-                    resolved_srcs.iter().flat_map(|s| s.prefixes_keeping(&node_addrs)).map(|p| p.to_string()).collect();
+                    src.resolved.iter().flat_map(|s| s.prefixes_keeping(&src.node_addrs)).map(|p| p.to_string()).collect();
                 cg.rules.push(FilterRule {
                     src_ips: src_strings.clone(),
                     dst_ports: Vec::new(),
                     ip_proto: Vec::new(),
                     cap_grant,
                 });
+                cg.dst_index.push(DstIndex::default());
+                targets.push(Some((src.target.clone(), Rc::new(cap_target))));
                 if other.contains(&&Alias::Wildcard) {
-                    dst_strings.extend(subnet_strings.iter().cloned());
+                    dst_strings.extend(c.subnet_strings.iter().cloned());
                 }
-                cg.rules.extend(companion_rules(&dst_strings, &src_prefixes, &grant.app));
+                for rule in companion_rules(&dst_strings, &src_prefixes, &grant.app) {
+                    cg.rules.push(rule);
+                    cg.dst_index.push(DstIndex::default());
+                    targets.push(None);
+                }
             }
         }
     }
     if grant.dst.contains(&self_alias) {
-        cg.self_grant = Some(SelfGrant { src_aliases, resolved_srcs, ip: grant.ip.clone(), app: grant.app.clone() });
+        cg.self_grant =
+            Some(SelfGrant { src_aliases: src.aliases.clone(), resolved_srcs: src.resolved.clone(), ip: grant.ip.clone(), app: grant.app.clone() });
     }
-    Some(cg)
+    Some((cg, targets))
 }

@@ -99,13 +99,11 @@ impl CompiledPolicy {
         }
         let addrs = node.addrs();
         self.put_node(i, node.clone());
-        for &g in &grants {
-            if self.grant(g).1 {
-                self.update_self_grant(g, &old, &node);
-            } else {
-                self.recompile_grant(g);
-            }
+        let (self_only, recompiled): (Vec<usize>, Vec<usize>) = grants.iter().partition(|&&g| self.grant(g).1);
+        for &g in &self_only {
+            self.update_self_grant(g, &old, &node);
         }
+        self.recompile_grants(&recompiled);
         // Rules naming addresses keep their text; the node may fall inside them.
         let address_rows: Vec<usize> = self
             .address_grants
@@ -119,10 +117,8 @@ impl CompiledPolicy {
         // Every `autogroup:self` expansion of the node's user lists the user's devices.
         let mut users: Vec<u64> = old.user.into_iter().chain(node.user).collect();
         users.dedup();
-        for g in 0..self.grant_count() {
-            if grants.contains(&g) && !self.grant(g).1 {
-                continue;
-            }
+        let self_grants: Vec<usize> = self.self_grants().filter(|g| !recompiled.contains(g)).collect();
+        for g in self_grants {
             for &u in &users {
                 self.uninstall_self_rows(g, u);
                 self.install_self_rows(g, u);

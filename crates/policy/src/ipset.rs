@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 
 /// A set of IPv4 and IPv6 addresses.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IpSet {
     v4: Vec<(u128, u128)>,
     v6: Vec<(u128, u128)>,
@@ -66,6 +66,34 @@ fn insert(ranges: &mut Vec<(u128, u128)>, first: u128, last: u128) {
     }
     ranges.push((first, last));
     normalize(ranges);
+}
+
+/// Adds sorted, disjoint `theirs` to sorted, disjoint `mine` in one pass.
+fn union(mine: &mut Vec<(u128, u128)>, theirs: &[(u128, u128)]) {
+    let (Some(&last), Some(&(first, _))) = (mine.last(), theirs.first()) else {
+        mine.extend_from_slice(theirs);
+        return;
+    };
+    if first > last.1.saturating_add(1) {
+        mine.extend_from_slice(theirs);
+        return;
+    }
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(mine.len() + theirs.len());
+    let (mut i, mut j) = (0, 0);
+    while i < mine.len() || j < theirs.len() {
+        let (a, b) = if j == theirs.len() || (i < mine.len() && mine[i] <= theirs[j]) {
+            i += 1;
+            mine[i - 1]
+        } else {
+            j += 1;
+            theirs[j - 1]
+        };
+        match out.last_mut() {
+            Some(prev) if a <= prev.1.saturating_add(1) => prev.1 = prev.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    *mine = out;
 }
 
 /// Sorts ranges and merges the overlapping or adjacent ones.
@@ -128,10 +156,48 @@ fn net_from(v6: bool, v: u128, len: u32) -> IpNet {
     }
 }
 
+/// One string of a set's text form, with what it stands for.
+#[derive(Clone, Debug)]
+pub(crate) enum Piece {
+    /// A single address.
+    Addr(IpAddr),
+    /// A CIDR or `first-last` range.
+    Span(IpSet),
+}
+
+/// One range in Tailscale's spelling: a bare address, a CIDR when it is exactly one, or
+/// `first-last`.
+fn range_text(v6: bool, a: u128, b: u128) -> String {
+    if a == b {
+        return value_addr(v6, a).to_string();
+    }
+    let bits = if v6 { 128 } else { 32 };
+    let len = largest_block(a, b, bits);
+    let size_bits = bits - len;
+    let last = if size_bits >= 128 { u128::MAX } else { a + ((1u128 << size_bits) - 1) };
+    if last == b {
+        net_from(v6, a, len).to_string()
+    } else {
+        format!("{}-{}", value_addr(v6, a), value_addr(v6, b))
+    }
+}
+
 impl IpSet {
     /// The empty set.
     pub fn new() -> IpSet {
         IpSet::default()
+    }
+
+    /// The set of these addresses, sorted once instead of merged one by one.
+    pub(crate) fn from_addrs(addrs: impl IntoIterator<Item = IpAddr>) -> IpSet {
+        let mut set = IpSet::new();
+        for a in addrs {
+            let (v6, v) = addr_value(a);
+            set.family(v6).push((v, v));
+        }
+        normalize(&mut set.v4);
+        normalize(&mut set.v6);
+        set
     }
 
     fn family(&mut self, v6: bool) -> &mut Vec<(u128, u128)> {
@@ -177,10 +243,7 @@ impl IpSet {
             match theirs.as_slice() {
                 [] => {}
                 [(a, b)] => insert(mine, *a, *b),
-                _ => {
-                    mine.extend_from_slice(theirs);
-                    normalize(mine);
-                }
+                _ => union(mine, theirs),
             }
         }
     }
@@ -254,21 +317,8 @@ impl IpSet {
     /// Tailscale's text form: one string per range (bare address, CIDR, or `first-last`).
     pub fn strings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (v6, ranges, bits) in [(false, &self.v4, 32u32), (true, &self.v6, 128u32)] {
-            for &(a, b) in ranges {
-                if a == b {
-                    out.push(value_addr(v6, a).to_string());
-                    continue;
-                }
-                let len = largest_block(a, b, bits);
-                let size_bits = bits - len;
-                let last = if size_bits >= 128 { u128::MAX } else { a + ((1u128 << size_bits) - 1) };
-                if last == b {
-                    out.push(net_from(v6, a, len).to_string());
-                } else {
-                    out.push(format!("{}-{}", value_addr(v6, a), value_addr(v6, b)));
-                }
-            }
+        for (v6, ranges) in [(false, &self.v4), (true, &self.v6)] {
+            out.extend(ranges.iter().map(|&(a, b)| range_text(v6, a, b)));
         }
         out
     }
@@ -284,23 +334,45 @@ impl IpSet {
     /// addresses' spellings: formatting IPv6 dominates compiling large rules).
     pub fn strings_keeping_by(&self, singles: &IpSet, text: &dyn Fn(IpAddr) -> String) -> Vec<String> {
         let mut out = Vec::new();
+        self.each_piece_keeping(singles, |v6, a, b| {
+            out.push(if a == b { text(value_addr(v6, a)) } else { range_text(v6, a, b) });
+        });
+        out
+    }
+
+    /// [`IpSet::strings_keeping_by`], each string with the addresses it stands for.
+    pub(crate) fn pieces_keeping_by(&self, singles: &IpSet, text: &dyn Fn(IpAddr) -> String) -> Vec<(String, Piece)> {
+        let mut out = Vec::new();
+        self.each_piece_keeping(singles, |v6, a, b| {
+            if a == b {
+                let addr = value_addr(v6, a);
+                out.push((text(addr), Piece::Addr(addr)));
+            } else {
+                let mut span = IpSet::new();
+                insert(span.family(v6), a, b);
+                out.push((range_text(v6, a, b), Piece::Span(span)));
+            }
+        });
+        out
+    }
+
+    /// Calls `each(v6, first, last)` for every string [`IpSet::strings_keeping`] writes: single
+    /// addresses as `first == last`, anything else as one span.
+    fn each_piece_keeping(&self, singles: &IpSet, mut each: impl FnMut(bool, u128, u128)) {
         for (v6, ranges) in [(false, &self.v4), (true, &self.v6)] {
             let theirs = if v6 { &singles.v6 } else { &singles.v4 };
             for &(a, b) in ranges {
                 let i = theirs.partition_point(|&(c, _)| c <= a);
                 let within = i > 0 && b <= theirs[i - 1].1;
-                if a == b {
-                    out.push(text(value_addr(v6, a)));
-                } else if b - a < 4096 && within {
-                    out.extend((a..=b).map(|v| text(value_addr(v6, v))));
+                if a != b && b - a < 4096 && within {
+                    for v in a..=b {
+                        each(v6, v, v);
+                    }
                 } else {
-                    let mut one = IpSet::new();
-                    insert(if v6 { &mut one.v6 } else { &mut one.v4 }, a, b);
-                    out.extend(one.strings());
+                    each(v6, a, b);
                 }
             }
         }
-        out
     }
 
     /// Like [`IpSet::prefixes`], with ranges made only of addresses in `singles` split into

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::compile::{the_internet, CompiledPolicy, NodeRoutes};
+use crate::compile::{the_internet, CompiledPolicy, NodeRoutes, Target};
 use crate::ipset::{parse_pattern, IpSet};
 use crate::tailnet::Node;
 
@@ -22,17 +22,6 @@ pub(crate) struct Matcher {
 impl Matcher {
     pub(crate) fn new(srcs: IpSet, dsts: IpSet, only: Option<usize>) -> Matcher {
         Matcher { srcs, dsts, only }
-    }
-
-    /// The union of a list of packet-filter address patterns.
-    pub(crate) fn parse_all<'a>(patterns: impl Iterator<Item = &'a String>) -> IpSet {
-        let mut set = IpSet::new();
-        for s in patterns {
-            if let Some(one) = parse_pattern(s) {
-                set.extend(&one);
-            }
-        }
-        set
     }
 
     pub(crate) fn from_rule(rule: &tailwarden_wire::FilterRule, only: Option<usize>) -> Matcher {
@@ -84,11 +73,72 @@ pub(crate) enum Origin {
 pub(crate) struct Row {
     pub(crate) matcher: Matcher,
     pub(crate) origin: Origin,
-    /// The nodes its sources hold (addresses or overlapping subnet routes), ascending.
-    pub(crate) src_nodes: Vec<usize>,
+    /// The nodes its sources hold (addresses or overlapping subnet routes).
+    pub(crate) src_nodes: RowNodes,
     /// The nodes its destinations hold (addresses, overlapping subnet routes, or exit nodes when
-    /// the destinations cover the internet), ascending.
-    pub(crate) dst_nodes: Vec<usize>,
+    /// the destinations cover the internet).
+    pub(crate) dst_nodes: RowNodes,
+}
+
+/// A row's nodes, ascending, and — once the list is long enough that one bit per node of the
+/// tailnet takes at most eight times the list's room — the same as a bitmap, which peer sets
+/// are built from a word at a time (much faster than setting the bits one by one).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RowNodes {
+    list: Vec<usize>,
+    bits: Vec<u64>,
+}
+
+impl RowNodes {
+    fn new(list: Vec<usize>, nodes: usize) -> RowNodes {
+        let mut row = RowNodes { list, bits: Vec::new() };
+        row.index_if_dense(nodes);
+        row
+    }
+
+    fn index_if_dense(&mut self, nodes: usize) {
+        if !self.bits.is_empty() || self.list.len() * 8 * 64 < nodes {
+            return;
+        }
+        for &n in &self.list {
+            set_bit(&mut self.bits, n);
+        }
+    }
+
+    fn insert(&mut self, node: usize, nodes: usize) {
+        if let Err(at) = self.list.binary_search(&node) {
+            self.list.insert(at, node);
+            if self.bits.is_empty() {
+                self.index_if_dense(nodes);
+            } else {
+                set_bit(&mut self.bits, node);
+            }
+        }
+    }
+
+    fn remove(&mut self, node: usize) {
+        if let Ok(at) = self.list.binary_search(&node) {
+            self.list.remove(at);
+            if let Some(w) = self.bits.get_mut(node / 64) {
+                *w &= !(1u64 << (node % 64));
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for RowNodes {
+    type Target = [usize];
+
+    fn deref(&self) -> &[usize] {
+        &self.list
+    }
+}
+
+fn set_bit(words: &mut Vec<u64>, node: usize) {
+    if node / 64 >= words.len() {
+        words.resize(node / 64 + 1, 0);
+    }
+    words[node / 64] |= 1u64 << (node % 64);
 }
 
 /// What deciding "which nodes does this set hold" needs: nodes by address, and the routers,
@@ -97,6 +147,8 @@ pub(crate) struct Holders<'a> {
     pub(crate) by_addr: &'a BTreeMap<std::net::IpAddr, usize>,
     pub(crate) routers: &'a [usize],
     pub(crate) routes: &'a [NodeRoutes],
+    /// How many node slots the tailnet has.
+    pub(crate) nodes: usize,
 }
 
 impl Holders<'_> {
@@ -119,13 +171,39 @@ impl Holders<'_> {
         out
     }
 
-    fn row(&self, matcher: Matcher, origin: Origin) -> Row {
+    /// [`Holders::of`] for a rule side whose node aliases already name their nodes: only the
+    /// addresses named as such are looked up.
+    fn of_target(&self, target: &Target, extra: &dyn Fn(usize) -> bool) -> Vec<usize> {
+        let mut out = target.nodes.clone();
+        for (lo, hi) in target.by_address.ranges() {
+            out.extend(self.by_addr.range(lo..=hi).map(|(_, i)| *i));
+        }
+        out.extend(self.routers.iter().copied().filter(|&i| extra(i)));
+        if out.len() > target.nodes.len() {
+            out.sort_unstable();
+            out.dedup();
+        }
+        out
+    }
+
+    /// The row of a rule going from `src` to `dst`.
+    pub(crate) fn row_between(&self, src: &Target, dst: &Target, origin: Origin) -> Row {
+        let src_nodes = self.of_target(src, &|i| self.subnets(i).iter().any(|r| src.set.overlaps_prefix(r)));
+        let matcher = Matcher::new(src.set.clone(), dst.set.clone(), None);
+        let internet = self.routers.iter().any(|&i| self.exit(i)) && matcher.dsts_is_internet();
+        let dst_nodes = self.of_target(dst, &|i| {
+            self.subnets(i).iter().any(|r| dst.set.overlaps_prefix(r)) || (self.exit(i) && internet)
+        });
+        Row { matcher, origin, src_nodes: RowNodes::new(src_nodes, self.nodes), dst_nodes: RowNodes::new(dst_nodes, self.nodes) }
+    }
+
+    pub(crate) fn row(&self, matcher: Matcher, origin: Origin) -> Row {
         let src_nodes = self.of(&matcher.srcs, &|i| self.subnets(i).iter().any(|r| matcher.srcs.overlaps_prefix(r)));
         let internet = self.routers.iter().any(|&i| self.exit(i)) && matcher.dsts_is_internet();
         let dst_nodes = self.of(&matcher.dsts, &|i| {
             self.subnets(i).iter().any(|r| matcher.dsts.overlaps_prefix(r)) || (self.exit(i) && internet)
         });
-        Row { matcher, origin, src_nodes, dst_nodes }
+        Row { matcher, origin, src_nodes: RowNodes::new(src_nodes, self.nodes), dst_nodes: RowNodes::new(dst_nodes, self.nodes) }
     }
 }
 
@@ -142,18 +220,6 @@ pub(crate) struct Reach {
     as_dst: Vec<Vec<usize>>,
 }
 
-fn remove_sorted(list: &mut Vec<usize>, value: usize) {
-    if let Ok(at) = list.binary_search(&value) {
-        list.remove(at);
-    }
-}
-
-fn insert_sorted(list: &mut Vec<usize>, value: usize) {
-    if let Err(at) = list.binary_search(&value) {
-        list.insert(at, value);
-    }
-}
-
 impl Reach {
     /// Makes room for `count` nodes.
     pub(crate) fn grow(&mut self, count: usize) {
@@ -165,15 +231,19 @@ impl Reach {
 
     /// Indexes a matcher; returns its row id.
     pub(crate) fn insert(&mut self, holders: &Holders<'_>, matcher: Matcher, origin: Origin) -> usize {
-        let row = holders.row(matcher, origin);
+        self.insert_row(holders.row(matcher, origin))
+    }
+
+    /// Indexes a row; returns its id.
+    pub(crate) fn insert_row(&mut self, row: Row) -> usize {
         let id = self.free.pop().unwrap_or_else(|| {
             self.rows.push(None);
             self.rows.len() - 1
         });
-        for &i in &row.src_nodes {
+        for &i in row.src_nodes.iter() {
             self.as_src[i].push(id);
         }
-        for &i in &row.dst_nodes {
+        for &i in row.dst_nodes.iter() {
             self.as_dst[i].push(id);
         }
         self.rows[id] = Some(row);
@@ -183,10 +253,10 @@ impl Reach {
     /// Drops a row; returns it.
     pub(crate) fn remove(&mut self, id: usize) -> Option<Row> {
         let row = self.rows.get_mut(id)?.take()?;
-        for &i in &row.src_nodes {
+        for &i in row.src_nodes.iter() {
             self.as_src[i].retain(|r| *r != id);
         }
-        for &i in &row.dst_nodes {
+        for &i in row.dst_nodes.iter() {
             self.as_dst[i].retain(|r| *r != id);
         }
         self.free.push(id);
@@ -211,12 +281,12 @@ impl Reach {
     pub(crate) fn detach(&mut self, node: usize) {
         for id in std::mem::take(&mut self.as_src[node]) {
             if let Some(Some(row)) = self.rows.get_mut(id) {
-                remove_sorted(&mut row.src_nodes, node);
+                row.src_nodes.remove(node);
             }
         }
         for id in std::mem::take(&mut self.as_dst[node]) {
             if let Some(Some(row)) = self.rows.get_mut(id) {
-                remove_sorted(&mut row.dst_nodes, node);
+                row.dst_nodes.remove(node);
             }
         }
     }
@@ -226,25 +296,29 @@ impl Reach {
     pub(crate) fn attach(&mut self, id: usize, node: usize, addrs: &[std::net::IpAddr]) {
         let Some(Some(row)) = self.rows.get_mut(id) else { return };
         if addrs.iter().any(|a| row.matcher.srcs.contains(*a)) && row.src_nodes.binary_search(&node).is_err() {
-            insert_sorted(&mut row.src_nodes, node);
+            row.src_nodes.insert(node, self.as_src.len());
             self.as_src[node].push(id);
         }
         if addrs.iter().any(|a| row.matcher.dsts.contains(*a)) && row.dst_nodes.binary_search(&node).is_err() {
-            insert_sorted(&mut row.dst_nodes, node);
+            row.dst_nodes.insert(node, self.as_src.len());
             self.as_dst[node].push(id);
         }
     }
 
     /// The nodes `node` shares a row with, in either direction (honouring `via` rows' router).
+    ///
+    /// Few candidates are sorted; many (rules naming most of the tailnet make the lists long
+    /// and overlapping) are collected into a bitmap over the nodes and read off in order.
     pub(crate) fn peers(&self, node: usize) -> Vec<usize> {
-        let mut out = Vec::new();
+        let mut lists: Vec<&RowNodes> = Vec::new();
+        let mut routers: Vec<usize> = Vec::new();
         for &id in self.as_src.get(node).into_iter().flatten() {
             let Some(row) = self.row(id) else { continue };
             match row.matcher.only {
-                None => out.extend_from_slice(&row.dst_nodes),
+                None => lists.push(&row.dst_nodes),
                 Some(o) => {
                     if row.dst_nodes.binary_search(&o).is_ok() {
-                        out.push(o);
+                        routers.push(o);
                     }
                 }
             }
@@ -252,22 +326,79 @@ impl Reach {
         for &id in self.as_dst.get(node).into_iter().flatten() {
             let Some(row) = self.row(id) else { continue };
             if row.matcher.only.is_none_or(|o| o == node) {
-                out.extend_from_slice(&row.src_nodes);
+                lists.push(&row.src_nodes);
             }
         }
-        // Large candidate lists (rules naming most of the tailnet) are cheaper to deduplicate
-        // with a bitmap over the nodes than by sorting.
-        if out.len() > 4096 && out.len() > self.as_src.len() / 4 {
-            let mut seen = vec![false; self.as_src.len()];
-            for &p in &out {
-                seen[p] = true;
+        let candidates: usize = routers.len() + lists.iter().map(|l| l.len()).sum::<usize>();
+        // A bitmap costs a pass over one word per 64 nodes; sorting costs a few steps per candidate.
+        if candidates * 16 < self.as_src.len() / 64 {
+            let mut out = routers;
+            for l in lists {
+                out.extend_from_slice(l);
             }
-            seen[node] = false;
-            return (0..seen.len()).filter(|&i| seen[i]).collect();
+            out.sort_unstable();
+            out.dedup();
+            out.retain(|&p| p != node);
+            return out;
         }
-        out.sort_unstable();
-        out.dedup();
-        out.retain(|&p| p != node);
+        let mut seen = NodeBits::new(self.as_src.len());
+        for o in routers {
+            seen.insert(o);
+        }
+        for l in lists {
+            seen.insert_all(l);
+        }
+        seen.remove(node);
+        seen.into_sorted()
+    }
+}
+
+/// A set of node indexes as one bit per node.
+struct NodeBits {
+    words: Vec<u64>,
+}
+
+impl NodeBits {
+    fn new(nodes: usize) -> NodeBits {
+        NodeBits { words: vec![0; nodes.div_ceil(64)] }
+    }
+
+    fn insert(&mut self, node: usize) {
+        set_bit(&mut self.words, node);
+    }
+
+    fn insert_all(&mut self, nodes: &RowNodes) {
+        if nodes.bits.is_empty() {
+            for &n in nodes.iter() {
+                self.insert(n);
+            }
+            return;
+        }
+        if self.words.len() < nodes.bits.len() {
+            self.words.resize(nodes.bits.len(), 0);
+        }
+        for (mine, theirs) in self.words.iter_mut().zip(&nodes.bits) {
+            *mine |= theirs;
+        }
+    }
+
+    fn remove(&mut self, node: usize) {
+        if let Some(w) = self.words.get_mut(node / 64) {
+            *w &= !(1u64 << (node % 64));
+        }
+    }
+
+    fn into_sorted(self) -> Vec<usize> {
+        // Baseline x86-64 counts bits in software: skip the (in large tailnets, most) empty words.
+        let count = self.words.iter().filter(|w| **w != 0).map(|w| w.count_ones() as usize).sum();
+        let mut out = Vec::with_capacity(count);
+        for (w, &word) in self.words.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                out.push(w * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
         out
     }
 }
@@ -404,9 +535,81 @@ impl CompiledPolicy {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::ipset::IpSet;
     use crate::{Node, Policy, Tailnet, User};
 
-    use super::CompiledPolicy;
+    use super::{CompiledPolicy, Matcher, Origin, Reach, Row, RowNodes};
+
+    /// Peer sets read off rows of every size — few candidates (sorted), sparse lists and dense
+    /// row bitmaps (collected in a bitmap), `via` rows — equal the union of the rows, before and
+    /// after a node is detached.
+    #[test]
+    fn peers_union_rows_of_every_size() {
+        const NODES: usize = 5000;
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut reach = Reach::default();
+        reach.grow(NODES);
+        let mut rows: Vec<(Vec<usize>, Vec<usize>, Option<usize>)> = Vec::new();
+        for r in 0..120 {
+            let size = |r: usize| [1, 2, 40, 300, 4000][r % 5];
+            // Long rows hold only the first half of the nodes, so the rest see few candidates.
+            let mut list = |len: usize| -> Vec<usize> {
+                let among = if len > 100 { NODES / 2 } else { NODES };
+                let set: BTreeSet<usize> = (0..len).map(|_| next(among)).collect();
+                set.into_iter().collect()
+            };
+            let (src, dst) = (list(size(r)), list(size(r / 5)));
+            let only = (r % 17 == 0).then(|| dst[0]);
+            let row = Row {
+                matcher: Matcher::new(IpSet::new(), IpSet::new(), only),
+                origin: Origin::PerNode,
+                src_nodes: RowNodes::new(src.clone(), NODES),
+                dst_nodes: RowNodes::new(dst.clone(), NODES),
+            };
+            reach.insert_row(row);
+            rows.push((src, dst, only));
+        }
+        let want = |rows: &[(Vec<usize>, Vec<usize>, Option<usize>)], node: usize| -> Vec<usize> {
+            let mut out = BTreeSet::new();
+            for (src, dst, only) in rows {
+                let (in_src, in_dst) = (src.binary_search(&node).is_ok(), dst.binary_search(&node).is_ok());
+                match only {
+                    None if in_src => out.extend(dst),
+                    Some(o) if in_src && dst.binary_search(o).is_ok() => {
+                        out.insert(*o);
+                    }
+                    _ => {}
+                }
+                if in_dst && only.is_none_or(|o| o == node) {
+                    out.extend(src);
+                }
+            }
+            out.remove(&node);
+            out.into_iter().collect()
+        };
+        let mut sample: Vec<usize> = (0..200).map(|_| next(NODES)).chain([0, NODES - 1]).collect();
+        sample.extend(rows.iter().filter(|(src, dst, _)| src.len() <= 2 && dst.len() <= 2).flat_map(|(src, dst, _)| src.iter().chain(dst)));
+        for &n in &sample {
+            assert_eq!(reach.peers(n), want(&rows, n), "node {n}");
+        }
+        let gone = rows.iter().max_by_key(|(src, _, _)| src.len()).map(|(src, _, _)| src[7]).expect("rows");
+        reach.detach(gone);
+        for (src, dst, _) in &mut rows {
+            src.retain(|&n| n != gone);
+            dst.retain(|&n| n != gone);
+        }
+        for &n in sample.iter().chain([&gone]) {
+            assert_eq!(reach.peers(n), want(&rows, n), "after detach, node {n}");
+        }
+    }
 
     fn node(id: u64, user: Option<u64>, tags: &[&str], routes: &[&str]) -> Node {
         let routes: Vec<ipnet::IpNet> = routes.iter().map(|r| r.parse().expect("test prefix")).collect();
