@@ -22,6 +22,8 @@
 //! Every delivery is checked: the watcher's message must carry the changed node's new endpoint.
 
 use http_body_util::BodyExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,19 +108,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// A small deterministic generator, so every run picks the same changed nodes.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    }
 }
 
 async fn run(n: usize, args: &Args) {
@@ -234,11 +223,12 @@ async fn run(n: usize, args: &Args) {
     tokio::time::sleep(idle_for).await;
     let idle_rate = (cpu_seconds() - c0) / t0.elapsed().as_secs_f64();
 
-    let mut rng = SplitMix(n as u64);
+    // Seeded, so every run changes the same nodes.
+    let mut rng = StdRng::seed_from_u64(n as u64);
     let (mut latencies, mut cpu_raw, mut cpu_net, mut affected_bytes, mut deliveries, mut unaffected) =
         (Vec::new(), 0.0, 0.0, 0u64, 0u64, 0u64);
     for round in 0..args.changes {
-        let changed = rng.below(n);
+        let changed = rng.gen_range(0..n);
         let watchers: Vec<usize> =
             (0..n).skip(nodes[changed].group * group_size).take(group_size).filter(|&w| w != changed).collect();
         for w in watchers.iter().chain([&changed]) {

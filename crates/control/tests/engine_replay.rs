@@ -4,6 +4,8 @@
 //! map computed from scratch for that node.
 
 use http_body_util::BodyExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -108,19 +110,6 @@ async fn full_view(control: &Arc<Control>, machine: MachineKey, node: NodeKey) -
     view
 }
 
-/// SplitMix64, so the sequences replay the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    }
-}
-
 const POLICIES: &[&str] = &[
     r#"{"tagOwners": {"tag:web": ["u0@"], "tag:db": ["u0@"]},
         "acls": [{"action": "accept", "src": ["u1@", "u2@"], "dst": ["tag:web:80"]},
@@ -149,18 +138,19 @@ async fn deltas_rebuild_exactly_the_full_map() {
             users.push(key);
         }
         control.set_policy(T, POLICIES[0]).await.unwrap();
-        let mut rng = Rng(seed);
+        // Seeded, so a failing sequence replays the same.
+        let mut rng = StdRng::seed_from_u64(seed);
         // Live nodes: (id, machine, node key, session).
         let mut nodes: Vec<(NodeId, MachineKey, NodeKey, Session)> = Vec::new();
         let mut next = 0;
         for step in 0..40 {
-            match rng.below(7) {
+            match rng.gen_range(0..7) {
                 0 | 1 if nodes.len() < 10 => {
                     let (machine, node) = (MachineKey(rand::random()), NodeKey(rand::random()));
                     let req = RegisterRequest {
                         version: 130,
                         node_key: node,
-                        auth: Some(AuthInfo { auth_key: users[rng.below(users.len())].clone() }),
+                        auth: Some(AuthInfo { auth_key: users[rng.gen_range(0..users.len())].clone() }),
                         hostinfo: Some(Hostinfo { hostname: format!("n{next}"), ..Default::default() }),
                         ..Default::default()
                     };
@@ -172,12 +162,12 @@ async fn deltas_rebuild_exactly_the_full_map() {
                     nodes.push((id, machine, node, session));
                 }
                 2 if !nodes.is_empty() => {
-                    let (id, ..) = nodes.remove(rng.below(nodes.len()));
+                    let (id, ..) = nodes.remove(rng.gen_range(0..nodes.len()));
                     control.delete_node(T, id).await.unwrap();
                 }
                 3 if !nodes.is_empty() => {
-                    let id = nodes[rng.below(nodes.len())].0;
-                    let tags: Vec<Tag> = match rng.below(3) {
+                    let id = nodes[rng.gen_range(0..nodes.len())].0;
+                    let tags: Vec<Tag> = match rng.gen_range(0..3) {
                         0 => Vec::new(),
                         1 => vec![Tag::parse("tag:web").unwrap()],
                         _ => vec![Tag::parse("tag:db").unwrap()],
@@ -185,13 +175,13 @@ async fn deltas_rebuild_exactly_the_full_map() {
                     control.set_tags(T, id, tags).await.unwrap();
                 }
                 4 if !nodes.is_empty() => {
-                    let (_, machine, node, _) = &nodes[rng.below(nodes.len())];
-                    let eps = vec![format!("192.0.2.{}:41641", rng.below(250) + 1)];
+                    let (_, machine, node, _) = &nodes[rng.gen_range(0..nodes.len())];
+                    let eps = vec![format!("192.0.2.{}:41641", rng.gen_range(0..250) + 1)];
                     let req = MapRequest { version: 130, node_key: *node, omit_peers: true, endpoints: Some(eps), ..Default::default() };
                     control.map(*machine, req).await;
                 }
                 5 => {
-                    control.set_policy(T, POLICIES[rng.below(POLICIES.len())]).await.unwrap();
+                    control.set_policy(T, POLICIES[rng.gen_range(0..POLICIES.len())]).await.unwrap();
                 }
                 _ => continue,
             }
