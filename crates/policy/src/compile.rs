@@ -6,7 +6,6 @@
 //! in a deferred form and expanded per node.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use serde_json::Value;
 use tailwarden_wire::{CapGrant, FilterRule, NetPortRange, PortRange};
 
 use crate::alias::{Alias, AutoGroup};
-use crate::index::{alias_keys, has_address_alias, AddrHasher, DependencyIndex, NodeIndex};
+use crate::index::{alias_keys, has_address_alias, AddrHash, DependencyIndex, NodeIndex};
 use crate::ipset::{parse_pattern, IpSet, Piece};
 use crate::netmap::{Holders, Matcher, Origin};
 use crate::model::{Grant, IpSpec, Policy};
@@ -1216,7 +1215,7 @@ struct Resolutions<'a> {
     /// Rendered source lists by what they are made of (addresses, and which of them came from
     /// node aliases), for lists without `*` or `autogroup:danger-all`: `autogroup:member`
     /// combined with any group is still `autogroup:member`.
-    source_strings: HashMap<(IpSet, IpSet), Arc<[String]>, BuildHasherDefault<AddrHasher>>,
+    source_strings: HashMap<(IpSet, IpSet), Arc<[String]>, AddrHash>,
     /// Destination aliases' strings, with what each stands for.
     dst_pieces: HashMap<Alias, Rc<[(String, Piece)]>>,
 }

@@ -5,7 +5,6 @@
 //! size of the answer rather than a scan of the tailnet.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use crate::alias::{Alias, AutoGroup};
@@ -30,62 +29,13 @@ pub(crate) struct NodeIndex {
     /// Login → the first user with it (as [`Tailnet::user_by_login`] finds it).
     pub(crate) login_user: HashMap<String, u64>,
     /// Every node address as rules spell it, formatted once.
-    addr_text: HashMap<IpAddr, String, BuildHasherDefault<AddrHasher>>,
+    addr_text: HashMap<IpAddr, String, AddrHash>,
 }
 
-/// A multiply-rotate hash for node addresses (and sets of them), which rendering a large rule
+/// The hasher for maps keyed by node addresses (and sets of them), which rendering a large rule
 /// looks up once per address. The addresses are the control plane's own allocations, so the
-/// flooding resistance of the default hasher buys nothing here.
-#[derive(Default)]
-pub(crate) struct AddrHasher(u64);
-
-impl AddrHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        // The multiply mixes only upwards, and addresses differ in their last bytes: fold the
-        // high bits down so the table's bucket bits vary too.
-        let x = (self.0 ^ (self.0 >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^ (x >> 33)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.add(n.into());
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.add(n.into());
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn write_u128(&mut self, n: u128) {
-        self.add(n as u64);
-        self.add((n >> 64) as u64);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn write_isize(&mut self, n: isize) {
-        self.add(n as u64);
-    }
-}
+/// flooding resistance of the standard library's hasher buys nothing here (rustc's own hasher).
+pub(crate) type AddrHash = rustc_hash::FxBuildHasher;
 
 impl NodeIndex {
     pub(crate) fn new(tailnet: &Tailnet) -> NodeIndex {
@@ -238,27 +188,5 @@ impl DependencyIndex {
     /// The items referencing any of `keys`, ascending.
     pub(crate) fn items(&self, keys: &[AliasKey]) -> BTreeSet<usize> {
         keys.iter().filter_map(|k| self.by_key.get(k)).flatten().copied().collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-    use super::AddrHasher;
-
-    /// Consecutive node addresses land in different buckets (the low bits hash tables index
-    /// by differ), in both families.
-    #[test]
-    fn addr_hasher_spreads_consecutive_addresses() {
-        let hasher = BuildHasherDefault::<AddrHasher>::default();
-        let v4 = (1..=4096u32).map(|n| IpAddr::V4(Ipv4Addr::from(0x6440_0000 + n)));
-        let v6 = (1..=4096u128).map(|n| IpAddr::V6(Ipv6Addr::from(0xfd7a_115c_a1e0_u128 << 80 | n)));
-        for family in [v4.collect::<Vec<_>>(), v6.collect()] {
-            let buckets: BTreeSet<u64> = family.iter().map(|a| hasher.hash_one(a) & 0xfff).collect();
-            assert!(buckets.len() > 2048, "{} of 4096 buckets used", buckets.len());
-        }
     }
 }
