@@ -830,9 +830,6 @@ impl CompiledPolicy {
     /// The packet filter for node `node` (index into the tailnet's nodes): every rule whose
     /// destinations include the node's addresses or routes it serves, merged and reduced the
     /// way Tailscale delivers them. Unknown indexes get an empty filter.
-    /// The packet filter for node `node` (index into the tailnet's nodes): every rule whose
-    /// destinations include the node's addresses or routes it serves, merged and reduced the
-    /// way Tailscale delivers them. Unknown indexes get an empty filter.
     ///
     /// Rules are merged by (sources, protocols) at the first rule with that key, then reduced to
     /// the destinations this node serves. Only the rules the reach index says may concern the
