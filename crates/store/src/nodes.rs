@@ -36,7 +36,10 @@ impl TenantStore<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let err = match self.register_once(&reg, &tags).await {
+            // A retry follows a collision with another instance: it reads names and addresses from the table
+            // (under the tenant lock, so they are current) instead of a cache another registration may have
+            // refilled in the meantime.
+            let err = match self.register_once(&reg, &tags, attempt > 1).await {
                 Ok(done) => {
                     self.store.taken.add(self.tid(), &done.node);
                     return Ok(done);
@@ -62,7 +65,7 @@ impl TenantStore<'_> {
         }
     }
 
-    async fn register_once(&self, reg: &NodeRegistration, tags: &str) -> Result<RegisteredNode> {
+    async fn register_once(&self, reg: &NodeRegistration, tags: &str, read_table: bool) -> Result<RegisteredNode> {
         let tid = self.tid();
         let allocator = &self.store.allocator;
         transaction!(self.store, |conn| {
@@ -132,13 +135,13 @@ impl TenantStore<'_> {
                 .await?;
                 return Ok(RegisteredNode { node: row.try_into()?, created: false });
             }
-            let cached = self.store.taken.pick(tid, |taken| {
+            let cached = (!read_table).then(|| self.store.taken.pick(tid, |taken| {
                 let ips = allocator.allocate_above(&taken.ips, &mut rand::thread_rng(), taken.floor);
                 if let Ok((v4, v6)) = ips {
                     taken.floor = Floor::after(v4, v6);
                 }
                 (ips, free_given_name(&reg.given_name, &taken.names))
-            });
+            })).flatten();
             let (ips, given_name) = match cached {
                 Some(picked) => picked,
                 None => {
