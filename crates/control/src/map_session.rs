@@ -76,7 +76,6 @@ impl Control {
             session,
             first: Some(first),
             keep_alive: req.keep_alive.then(|| Box::pin(sleep_until(Instant::now() + jittered(interval)))),
-            keep_alive_frame: encode_message(&MapResponse::keep_alive(), compression).map(Bytes::from).ok(),
         };
         let body = futures_util::stream::unfold(stream, |mut stream| async move {
             let frame = stream.next_frame().await?;
@@ -103,7 +102,6 @@ struct MapStream {
     /// Fires every keep-alive interval whatever else was sent: cheaper than re-arming a timer per message, and a
     /// client only needs to hear something within its watchdog period.
     keep_alive: Option<Pin<Box<Sleep>>>,
-    keep_alive_frame: Option<Bytes>,
 }
 
 impl MapStream {
@@ -134,8 +132,8 @@ impl MapStream {
                     if let Some(timer) = self.keep_alive.as_mut() {
                         timer.as_mut().reset(Instant::now() + jittered(interval));
                     }
-                    if let Some(frame) = &self.keep_alive_frame {
-                        return Some(frame.clone());
+                    if let Some(frame) = keep_alive_frame(self.compression) {
+                        return Some(frame);
                     }
                 }
             }
@@ -150,6 +148,15 @@ impl Drop for MapStream {
             self.control.session_writes.queue(self.tailnet.tenant, self.node, update);
         }
     }
+}
+
+/// The keep-alive message in `compression`, encoded once per process rather than per session.
+fn keep_alive_frame(compression: Compression) -> Option<Bytes> {
+    static FRAMES: std::sync::OnceLock<[Option<Bytes>; 2]> = std::sync::OnceLock::new();
+    let frames = FRAMES.get_or_init(|| {
+        [Compression::None, Compression::Zstd].map(|c| encode_message(&MapResponse::keep_alive(), c).map(Bytes::from).ok())
+    });
+    frames[usize::from(compression == Compression::Zstd)].clone()
 }
 
 /// Spreads keep-alives so thousands of sessions opened together don't all fire at once.
