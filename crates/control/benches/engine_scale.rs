@@ -9,6 +9,9 @@
 //!
 //! Run: `cargo bench -p tailwarden-control --bench engine_scale -- [--peers 100] [--changes 200] 10000 50000 100000`
 //!
+//! With `--everyone`, one group holds every node instead (issue 4's everyone-sees-everyone scenario): each node
+//! sees all the others, and every change has `N - 1` watchers.
+//!
 //! Reported per size:
 //! - registration and first map: joins/s (register + open stream + first message, `--join-concurrency` at a time)
 //!   and first-message latency p50/p99 from the register call;
@@ -42,10 +45,11 @@ struct Args {
     peers: usize,
     changes: usize,
     join_concurrency: usize,
+    everyone: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { sizes: Vec::new(), peers: 100, changes: 200, join_concurrency: 64 };
+    let mut a = Args { sizes: Vec::new(), peers: 100, changes: 200, join_concurrency: 64, everyone: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} needs a number"));
@@ -53,6 +57,7 @@ fn args() -> Args {
             "--peers" => a.peers = value("--peers"),
             "--changes" => a.changes = value("--changes"),
             "--join-concurrency" => a.join_concurrency = value("--join-concurrency"),
+            "--everyone" => a.everyone = true,
             "--bench" => {}
             n => a.sizes.push(n.parse().unwrap_or_else(|_| panic!("unknown argument {n:?}"))),
         }
@@ -118,7 +123,7 @@ async fn run(n: usize, args: &Args) {
     let _background = control.spawn_background();
 
     // A group per segment of `peers + 1` nodes, reaching only itself; inside a group, users of 10 nodes each.
-    let group_size = args.peers + 1;
+    let group_size = if args.everyone { n } else { args.peers + 1 };
     let users_per_group = group_size.div_ceil(10);
     let user_of = |i: usize| (i / group_size) * users_per_group + (i % group_size) / 10;
     let users = user_of(n - 1) + 1;
@@ -314,7 +319,14 @@ fn zstd_decode(payload: &[u8]) -> Vec<u8> {
 fn main() {
     let args = args();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    println!("segmented tailnet, {} peers per node, {} changes per size, join concurrency {}", args.peers, args.changes, args.join_concurrency);
+    if args.everyone {
+        println!("everyone sees everyone, {} changes per size, join concurrency {}", args.changes, args.join_concurrency);
+    } else {
+        println!(
+            "segmented tailnet, {} peers per node, {} changes per size, join concurrency {}",
+            args.peers, args.changes, args.join_concurrency
+        );
+    }
     for &n in &args.sizes {
         rt.block_on(run(n, &args));
     }

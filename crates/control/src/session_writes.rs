@@ -54,8 +54,9 @@ impl SessionWrites {
         let batches = std::mem::take(&mut *self.lock());
         for (tenant, nodes) in batches {
             let updates: Vec<(NodeId, NodeSessionUpdate)> = nodes.into_iter().collect();
-            if let Err(e) = store.tenant(tenant).update_node_sessions(&updates).await {
-                tracing::warn!(%tenant, nodes = updates.len(), error = %e, "writing map session state failed");
+            let count = updates.len();
+            if let Err(e) = store.tenant(tenant).update_node_sessions(updates).await {
+                tracing::warn!(%tenant, nodes = count, error = %e, "writing map session state failed");
             }
         }
     }

@@ -133,6 +133,9 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The thread write transactions run on could not be started, or has stopped.
+    #[error("store writer thread: {0}")]
+    Writer(std::io::Error),
 }
 
 impl StoreError {

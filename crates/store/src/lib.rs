@@ -12,6 +12,7 @@ pub mod secret;
 mod store;
 mod system;
 mod users;
+mod writer;
 
 pub use error::{Conflict, Entity, Result, StoreError};
 pub use records::{

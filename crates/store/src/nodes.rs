@@ -30,7 +30,14 @@ impl TenantStore<'_> {
     /// PostgreSQL database). A uniqueness collision that still happens (a concurrent rename taking the chosen name)
     /// reruns the whole transaction a few times before failing with [`StoreError::Contended`]. Registering a new
     /// node reads every name and address of the tenant once.
+    ///
+    /// It runs on the store's writer thread (`writer.rs`) and completes even if the caller stops waiting.
     pub async fn register_node(&self, reg: NodeRegistration) -> Result<RegisteredNode> {
+        let (store, tenant) = (self.store.clone(), self.tenant);
+        self.store.writer.run(async move { store.tenant(tenant).register_node_here(reg).await }).await
+    }
+
+    async fn register_node_here(&self, reg: NodeRegistration) -> Result<RegisteredNode> {
         check_json("hostinfo", &reg.hostinfo)?;
         let tags = sorted_json_list(reg.tags.iter().map(Tag::as_str));
         let mut attempt = 0;
@@ -260,7 +267,7 @@ impl TenantStore<'_> {
 
     /// Applies what a map request reports (disco key, hostinfo, endpoints, last seen); `None` fields stay.
     pub async fn update_node_session(&self, id: NodeId, update: NodeSessionUpdate) -> Result<()> {
-        match self.update_node_sessions(&[(id, update)]).await? {
+        match self.update_node_sessions(vec![(id, update)]).await? {
             0 => Err(StoreError::not_found(Entity::Node, id.0)),
             _ => Ok(()),
         }
@@ -268,13 +275,19 @@ impl TenantStore<'_> {
 
     /// Applies many nodes' session updates in one transaction (one commit instead of one per update: the map
     /// sessions' soft state is written in batches). Nodes deleted in the meantime are skipped; returns how many rows
-    /// were updated. A malformed hostinfo rejects the whole batch before anything is written.
-    pub async fn update_node_sessions(&self, updates: &[(NodeId, NodeSessionUpdate)]) -> Result<u64> {
-        for (_, u) in updates {
+    /// were updated. A malformed hostinfo rejects the whole batch before anything is written. It runs on the store's
+    /// writer thread, like registrations.
+    pub async fn update_node_sessions(&self, updates: Vec<(NodeId, NodeSessionUpdate)>) -> Result<u64> {
+        for (_, u) in &updates {
             if let Some(h) = &u.hostinfo {
                 check_json("hostinfo", h)?;
             }
         }
+        let (store, tenant) = (self.store.clone(), self.tenant);
+        self.store.writer.run(async move { store.tenant(tenant).write_node_sessions(&updates).await }).await
+    }
+
+    async fn write_node_sessions(&self, updates: &[(NodeId, NodeSessionUpdate)]) -> Result<u64> {
         let now = now_ms();
         transaction!(self.store, |conn| {
             let mut updated = 0;

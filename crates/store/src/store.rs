@@ -146,6 +146,8 @@ pub struct Store {
     pub(crate) allocator: Arc<IpAllocator>,
     /// Names and addresses in use per tenant, so a registration need not read the whole node table.
     pub(crate) taken: Arc<crate::nodes::TakenCache>,
+    /// Where the hot write transactions run.
+    pub(crate) writer: Arc<crate::writer::WriterThread>,
 }
 
 impl Store {
@@ -174,7 +176,12 @@ impl Store {
             }
             other => return Err(StoreError::UnsupportedUrl { scheme: other.to_string() }),
         };
-        Ok(Store { backend, allocator: Arc::new(options.ip_allocator), taken: Default::default() })
+        Ok(Store {
+            backend,
+            allocator: Arc::new(options.ip_allocator),
+            taken: Default::default(),
+            writer: Arc::new(crate::writer::WriterThread::start()?),
+        })
     }
 
     /// The rows of one tenant. Every row-level query goes through the returned handle and is bound to `tenant`.
@@ -231,13 +238,21 @@ async fn open_sqlite(url: &str, options: &StoreOptions) -> Result<Backend> {
         return Ok(Backend::Sqlite { write: pool.clone(), read: pool });
     }
     let connect = connect.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
+    // No ping before handing out a connection: a local file cannot drop a connection the way a network can, and
+    // the ping is one more round trip to the connection's thread while the single writer is held (a registration
+    // is a handful of such trips, and registrations queue behind each other).
     let write = SqlitePoolOptions::new()
         .max_connections(1)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(60))
         .connect_with(connect.clone())
         .await?;
     SQLITE_MIGRATIONS.run(&write).await?;
-    let read = SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).connect_with(connect).await?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .test_before_acquire(false)
+        .connect_with(connect)
+        .await?;
     Ok(Backend::Sqlite { write, read })
 }
 

@@ -561,7 +561,7 @@ async fn node_updates(db: TestDb) {
         (other.id, NodeSessionUpdate { disco_key: Some("discokey:other".into()), ..Default::default() }),
         (NodeId(987_654), NodeSessionUpdate { last_seen_ms: Some(5), ..Default::default() }),
     ];
-    assert_eq!(t.update_node_sessions(&batch).await.unwrap(), 2);
+    assert_eq!(t.update_node_sessions(batch.to_vec()).await.unwrap(), 2);
     assert_eq!(t.node_by_id(n.id).await.unwrap().unwrap().endpoints, vec!["192.0.2.9:1"]);
     assert_eq!(t.node_by_id(other.id).await.unwrap().unwrap().disco_key, "discokey:other");
     // A malformed hostinfo anywhere in a batch rejects all of it before anything is written.
@@ -569,7 +569,7 @@ async fn node_updates(db: TestDb) {
         (n.id, NodeSessionUpdate { endpoints: Some(Vec::new()), ..Default::default() }),
         (other.id, NodeSessionUpdate { hostinfo: Some("{".into()), ..Default::default() }),
     ];
-    let err = t.update_node_sessions(&bad).await.unwrap_err();
+    let err = t.update_node_sessions(bad.to_vec()).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidJson { .. }), "{err:?}");
     assert_eq!(t.node_by_id(n.id).await.unwrap().unwrap().endpoints, vec!["192.0.2.9:1"]);
 
