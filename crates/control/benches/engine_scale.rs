@@ -40,6 +40,10 @@ use tailwarden_wire::{AuthInfo, DerpMap, DiscoKey, Hostinfo, MachineKey, MapRequ
 
 const T: TenantId = TenantId::DEFAULT;
 
+/// The allocator the `tailwarden` binary uses, so CPU and memory here are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     sizes: Vec<usize>,
     peers: usize,

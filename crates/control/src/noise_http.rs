@@ -22,7 +22,32 @@ const UPGRADE_PROTOCOL: &str = "tailscale-control-protocol";
 
 /// Routes for `/key` and `/ts2021`, to be merged into the public listener's router.
 pub fn routes(control: Arc<Control>) -> Router {
-    Router::new().route("/key", get(server_key)).route("/ts2021", any(ts2021)).with_state(control)
+    let machine_routes = machine_routes(control.clone());
+    Router::new().route("/key", get(server_key)).route("/ts2021", any(ts2021)).with_state(NoiseState { control, machine_routes })
+}
+
+/// What the `/ts2021` handlers share: the control core, and the routes of requests inside Noise connections. Those are
+/// built once, not per connection, where each idle connection held a route table of its own.
+#[derive(Clone)]
+struct NoiseState {
+    control: Arc<Control>,
+    machine_routes: Router,
+}
+
+impl axum::extract::FromRef<NoiseState> for Arc<Control> {
+    fn from_ref(state: &NoiseState) -> Arc<Control> {
+        state.control.clone()
+    }
+}
+
+/// Requests a client makes inside its Noise connection; each carries the connection's [`NoiseConn`] extension.
+fn machine_routes(control: Arc<Control>) -> Router {
+    Router::new()
+        .route("/machine/register", post(machine_register))
+        .route("/machine/map", post(machine_map))
+        .route("/machine/update-health", post(|| async { StatusCode::OK }))
+        .fallback(|| async { (StatusCode::NOT_IMPLEMENTED, "not implemented") })
+        .with_state(control)
 }
 
 async fn server_key(State(control): State<Arc<Control>>) -> Response {
@@ -38,10 +63,10 @@ fn bad_request(message: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, message.into()).into_response()
 }
 
-async fn ts2021(State(control): State<Arc<Control>>, mut req: Request) -> Response {
+async fn ts2021(State(NoiseState { control, machine_routes }): State<NoiseState>, mut req: Request) -> Response {
     let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if upgrade.eq_ignore_ascii_case("websocket") {
-        return ts2021_websocket(control, req);
+        return ts2021_websocket(control, machine_routes, req);
     }
     if !upgrade.eq_ignore_ascii_case(UPGRADE_PROTOCOL) {
         return bad_request(format!("/ts2021 needs \"Upgrade: {UPGRADE_PROTOCOL}\" (is a proxy stripping it?)"));
@@ -79,7 +104,7 @@ async fn ts2021(State(control): State<Arc<Control>>, mut req: Request) -> Respon
         if stream.queue(&early_payload(ChallengeKey(rand::random()))).is_err() {
             return;
         }
-        serve_noise(control, conn, stream).await;
+        serve_noise(machine_routes, conn, stream).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -92,7 +117,7 @@ async fn ts2021(State(control): State<Arc<Control>>, mut req: Request) -> Respon
 /// The WebSocket variant used by browser (js/wasm) clients: the initiation comes in the query string, the
 /// subprotocol must be `tailscale-control-protocol`, and the Noise records travel in binary messages. As in
 /// Tailscale's own server, no early payload is sent on this path.
-fn ts2021_websocket(control: Arc<Control>, mut req: Request) -> Response {
+fn ts2021_websocket(control: Arc<Control>, machine_routes: Router, mut req: Request) -> Response {
     use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
     use tokio_tungstenite::tungstenite::protocol::Role;
     let headers = req.headers();
@@ -125,7 +150,7 @@ fn ts2021_websocket(control: Arc<Control>, mut req: Request) -> Response {
         if io.write_all(&accepted.response).await.is_err() || io.flush().await.is_err() {
             return;
         }
-        serve_noise(control, conn, NoiseStream::new(io, accepted.codec, BytesMut::new())).await;
+        serve_noise(machine_routes, conn, NoiseStream::new(io, accepted.codec, BytesMut::new())).await;
     });
     let accept_value = HeaderValue::from_str(&ws_key).unwrap_or_else(|_| HeaderValue::from_static(""));
     Response::builder()
@@ -144,20 +169,15 @@ struct NoiseConn {
     machine: MachineKey,
 }
 
-async fn serve_noise<IO>(control: Arc<Control>, conn: NoiseConn, stream: NoiseStream<IO>)
+async fn serve_noise<IO>(machine_routes: Router, conn: NoiseConn, stream: NoiseStream<IO>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let router = Router::new()
-        .route("/machine/register", post(machine_register))
-        .route("/machine/map", post(machine_map))
-        .route("/machine/update-health", post(|| async { StatusCode::OK }))
-        .fallback(|| async { (StatusCode::NOT_IMPLEMENTED, "not implemented") })
-        .layer(Extension(conn))
-        .with_state(control);
+    // `Layer::layer` wraps the shared routes; `Router::layer` would rebuild them for this connection.
+    let service = tower::Layer::layer(&Extension(conn), machine_routes);
     let result = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router))
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
         .await;
     if let Err(e) = result {
         tracing::debug!(machine = %conn.machine, error = %e, "Noise connection ended");

@@ -60,6 +60,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> NoiseStream<IO> {
     }
 }
 
+/// Reads go through a buffer on the stack and only a partial record is kept between reads, so an idle connection
+/// (the usual state of a map stream) holds no read buffer at all.
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for NoiseStream<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
@@ -68,6 +70,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for NoiseStream<IO> {
                 let n = this.plaintext.len().min(buf.remaining());
                 buf.put_slice(&this.plaintext[..n]);
                 this.plaintext.advance(n);
+                if this.plaintext.is_empty() {
+                    // Release the record's allocation (shared with `incoming`).
+                    this.plaintext = BytesMut::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             if let Some(record) = this.codec.open(&mut this.incoming).map_err(to_io)? {
@@ -77,22 +83,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for NoiseStream<IO> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            this.incoming.reserve(crate::MAX_RECORD);
-            let n = {
-                let dst = this.incoming.spare_capacity_mut();
-                let mut rb = ReadBuf::uninit(dst);
-                ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
-                rb.filled().len()
-            };
-            if n == 0 {
+            if this.incoming.is_empty() {
+                // An emptied buffer still pins the allocation the last records were split from.
+                this.incoming = BytesMut::new();
+            }
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); crate::MAX_RECORD];
+            let mut rb = ReadBuf::uninit(&mut chunk);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
                 this.eof = true;
                 if !this.incoming.is_empty() {
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated Noise record")));
                 }
                 return Poll::Ready(Ok(()));
             }
-            // SAFETY: `poll_read` initialised exactly `n` bytes of the spare capacity.
-            unsafe { this.incoming.set_len(this.incoming.len() + n) };
+            this.incoming.extend_from_slice(rb.filled());
         }
     }
 }

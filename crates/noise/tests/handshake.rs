@@ -39,7 +39,7 @@ async fn tailscale_rs_client_completes_handshake_and_exchanges_data() {
     client.read_exact(&mut hello).await.unwrap();
     assert_eq!(&hello, b"hello from server");
 
-    let big = vec![0xa5u8; 20_000];
+    let big: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
     client.write_all(&big).await.unwrap();
     client.flush().await.unwrap();
     let mut got = vec![0u8; big.len()];

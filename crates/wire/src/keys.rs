@@ -26,6 +26,17 @@ pub enum KeyParseError {
     },
 }
 
+/// `bytes` as lowercase hex, written into `out`.
+fn hex_str<'a>(bytes: &[u8; 32], out: &'a mut [u8; 64]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
+    // Hex digits are ASCII, so this never falls back.
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
 macro_rules! public_key {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
@@ -49,7 +60,8 @@ macro_rules! public_key {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}{}", $prefix, hex::encode(self.0))
+                f.write_str($prefix)?;
+                f.write_str(hex_str(&self.0, &mut [0; 64]))
             }
         }
 
@@ -74,7 +86,12 @@ macro_rules! public_key {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
+                // On the stack, without the formatting machinery: every peer in every map carries three keys.
+                let mut text = [0u8; 80];
+                let p = $prefix.len();
+                text[..p].copy_from_slice($prefix.as_bytes());
+                text[p..p + 64].copy_from_slice(hex_str(&self.0, &mut [0; 64]).as_bytes());
+                s.serialize_str(std::str::from_utf8(&text[..p + 64]).unwrap_or_default())
             }
         }
 
@@ -129,5 +146,14 @@ mod tests {
         assert_eq!(upper.parse::<NodeKey>().unwrap(), k);
         let null: NodeKey = serde_json::from_str("null").unwrap();
         assert!(null.is_zero());
+    }
+
+    #[test]
+    fn text_matches_the_hex_crate_for_every_nibble() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(0x0f));
+        let expected = format!("discokey:{}", hex::encode(bytes));
+        assert_eq!(DiscoKey(bytes).to_string(), expected);
+        assert_eq!(serde_json::to_string(&DiscoKey(bytes)).unwrap(), format!("\"{expected}\""));
+        assert_eq!(expected.parse::<DiscoKey>().unwrap(), DiscoKey(bytes));
     }
 }
