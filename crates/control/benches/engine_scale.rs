@@ -9,8 +9,9 @@
 //!
 //! Run: `cargo bench -p tailwarden-control --bench engine_scale -- [--peers 100] [--changes 200] 10000 50000 100000`
 //!
-//! With `--everyone`, one group holds every node instead (issue 4's everyone-sees-everyone scenario): each node
-//! sees all the others, and every change has `N - 1` watchers.
+//! With `--everyone`, every node sees all the others through one `*` rule (issue 4's everyone-sees-everyone
+//! scenario, as the load generator runs it), and every change has `N - 1` watchers. `--everyone-by-group` gets the
+//! same visibility from one group holding every user, where each join also changes every node's packet filter.
 //!
 //! Reported per size:
 //! - registration and first map: joins/s (register + open stream + first message, `--join-concurrency` at a time)
@@ -50,10 +51,11 @@ struct Args {
     changes: usize,
     join_concurrency: usize,
     everyone: bool,
+    everyone_by_group: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { sizes: Vec::new(), peers: 100, changes: 200, join_concurrency: 64, everyone: false };
+    let mut a = Args { sizes: Vec::new(), peers: 100, changes: 200, join_concurrency: 64, everyone: false, everyone_by_group: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} needs a number"));
@@ -62,6 +64,7 @@ fn args() -> Args {
             "--changes" => a.changes = value("--changes"),
             "--join-concurrency" => a.join_concurrency = value("--join-concurrency"),
             "--everyone" => a.everyone = true,
+            "--everyone-by-group" => (a.everyone, a.everyone_by_group) = (true, true),
             "--bench" => {}
             n => a.sizes.push(n.parse().unwrap_or_else(|_| panic!("unknown argument {n:?}"))),
         }
@@ -149,7 +152,14 @@ async fn run(n: usize, args: &Args) {
     let group_defs: Vec<String> = groups.iter().enumerate().map(|(g, m)| format!("\"group:g{g}\": [{}]", m.join(","))).collect();
     let rules: Vec<String> =
         (0..groups.len()).map(|g| format!("{{\"action\":\"accept\",\"src\":[\"group:g{g}\"],\"dst\":[\"group:g{g}:*\"]}}")).collect();
-    let policy = format!("{{\"groups\":{{{}}},\"acls\":[{}]}}", group_defs.join(","), rules.join(","));
+    // `--everyone` without `--everyone-by-group` is the load generator's scenario: one `*` rule, whose filter does
+    // not change when nodes join. By group, every join changes every node's packet filter (its sources list every
+    // member), so each session needs a message of its own.
+    let policy = if args.everyone && !args.everyone_by_group {
+        r#"{"acls":[{"action":"accept","src":["*"],"dst":["*:*"]}]}"#.to_string()
+    } else {
+        format!("{{\"groups\":{{{}}},\"acls\":[{}]}}", group_defs.join(","), rules.join(","))
+    };
     control.set_policy(T, &policy).await.expect("policy");
 
     let keep_alive = bytes::Bytes::from(encode_message(&MapResponse::keep_alive(), Compression::Zstd).expect("keep-alive"));
@@ -158,6 +168,7 @@ async fn run(n: usize, args: &Args) {
     let started = Instant::now();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.join_concurrency));
     let arrivals = Arc::new(Arrivals::default());
+    let first_bytes = Arc::new(AtomicU64::new(0));
     let mut joins = tokio::task::JoinSet::new();
     let mut nodes: Vec<Option<Node>> = (0..n).map(|_| None).collect();
     let mut first_maps = Vec::with_capacity(n);
@@ -172,7 +183,8 @@ async fn run(n: usize, args: &Args) {
             joined(done);
         }
         let permit = semaphore.clone().acquire_owned().await.expect("semaphore");
-        let (control, key, keep_alive, arrivals) = (control.clone(), keys[user_of(i)].clone(), keep_alive.clone(), arrivals.clone());
+        let (control, key, keep_alive, arrivals, first_bytes) =
+            (control.clone(), keys[user_of(i)].clone(), keep_alive.clone(), arrivals.clone(), first_bytes.clone());
         joins.spawn(async move {
             let (machine, node_key) = (MachineKey(rand::random()), NodeKey(rand::random()));
             let t0 = Instant::now();
@@ -201,6 +213,7 @@ async fn run(n: usize, args: &Args) {
             let first = body.frame().await.expect("first message").expect("body").into_data().expect("data");
             let first_map = t0.elapsed();
             assert!(first.len() > 4);
+            first_bytes.fetch_add(first.len() as u64, Ordering::Relaxed);
             drop(permit);
             let seen = Arc::new(Seen::default());
             let reader = seen.clone();
@@ -312,11 +325,12 @@ async fn run(n: usize, args: &Args) {
     latencies.sort_by(f64::total_cmp);
     let changes = args.changes as f64;
     println!(
-        "{n:>7} nodes | join {:>7.0}/s, first map p50/p99 {:>6.1}/{:>6.1} ms, CPU/join {:>5.2} ms | RSS/node {:>5.1} KiB | \
+        "{n:>7} nodes | join {:>7.0}/s, first map p50/p99 {:>6.1}/{:>6.1} ms ({:.1} KiB avg), CPU/join {:>5.2} ms | RSS/node {:>5.1} KiB | \
          delivery p50/p99 {:>6.1}/{:>6.1} ms | CPU/change {:>5.2} ms net ({:>5.2} raw, idle {:>4.1}%) | {:>4.0} B/watcher | unaffected {unaffected} B",
         n as f64 / join_time.as_secs_f64(),
         percentile(&first_maps, 0.5),
         percentile(&first_maps, 0.99),
+        first_bytes.load(Ordering::Relaxed) as f64 / n as f64 / 1024.0,
         cpu_join / n as f64 * 1e3,
         rss_per_node,
         percentile(&latencies, 0.5),
