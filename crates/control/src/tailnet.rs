@@ -10,6 +10,7 @@
 use crate::policy_view::{self, Impact, NodeGrants, PolicyView};
 use crate::render::{self, now_ms};
 use crate::{ControlError, Settings};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -117,13 +118,15 @@ struct State {
     /// Node key → node, for the per-request lookups (map, register, DERP admission).
     by_key: HashMap<NodeKey, NodeId>,
     users: BTreeMap<UserId, UserRecord>,
-    sessions: BTreeMap<NodeId, SessionHandle>,
+    /// Keyed by server-assigned ids, so a fast unkeyed hash is safe here (and below); `by_key` holds client-chosen
+    /// keys and keeps the default keyed one.
+    sessions: FxHashMap<NodeId, SessionHandle>,
     next_session: u64,
     policy: PolicyView,
     /// The policy's source text, as `policy get` shows it.
     policy_text: String,
     /// Changes collected for the next flush, per session.
-    pending: HashMap<NodeId, Pending>,
+    pending: FxHashMap<NodeId, Pending>,
     /// The changes `Pending::events` refer to.
     events: Vec<Event>,
 }
@@ -308,7 +311,7 @@ impl Tailnet {
         let now = OffsetDateTime::now_utc();
         let pending = std::mem::take(&mut st.pending);
         let events = std::mem::take(&mut st.events);
-        let mut shared: HashMap<(Compression, Vec<usize>), Option<Frame>> = HashMap::new();
+        let mut shared: FxHashMap<(Compression, Vec<usize>), Option<Frame>> = FxHashMap::default();
         for (id, p) in pending {
             if !st.sessions.contains_key(&id) {
                 continue;
@@ -616,7 +619,10 @@ impl Tailnet {
         settings: &Settings,
     ) -> bool {
         let mut st = self.lock();
-        let old = st.nodes.get(&id).cloned();
+        // The node's previous state is only needed when hostinfo changed (then it may be a full node change); most
+        // map requests report endpoints or nothing new.
+        let hostinfo = hostinfo.filter(|h| st.nodes.get(&id).is_some_and(|e| *h != e.hostinfo));
+        let old = if hostinfo.is_some() { st.nodes.get(&id).cloned() } else { None };
         let Some(entry) = st.nodes.get_mut(&id) else { return false };
         entry.cap = cap;
         let mut patch = PeerChange { node_id: id.0, ..Default::default() };
@@ -635,9 +641,7 @@ impl Tailnet {
             patched = true;
         }
         let mut full_change = false;
-        if let Some(h) = hostinfo
-            && h != entry.hostinfo
-        {
+        if let Some(h) = hostinfo {
             let old_derp = entry.hostinfo.preferred_derp();
             // Only the home region changing is expressible as a patch; anything else needs the whole node.
             let mut without_netinfo = h.clone();
