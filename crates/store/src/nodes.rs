@@ -31,7 +31,7 @@ impl TenantStore<'_> {
     /// reruns the whole transaction a few times before failing with [`StoreError::Contended`]. Registering a new
     /// node reads every name and address of the tenant once.
     ///
-    /// It runs on the store's writer thread (`writer.rs`) and completes even if the caller stops waiting.
+    /// It runs on the store's writer thread (`writer.rs`); dropping the returned future cancels it and rolls back.
     pub async fn register_node(&self, reg: NodeRegistration) -> Result<RegisteredNode> {
         let (store, tenant) = (self.store.clone(), self.tenant);
         self.store.writer.run(async move { store.tenant(tenant).register_node_here(reg).await }).await

@@ -33,13 +33,24 @@ impl WriterThread {
         Ok(WriterThread { handle, _stop: stop })
     }
 
-    /// Runs `work` on the writer thread and waits for its result. `work` finishes even if the caller stops waiting,
-    /// so a registration whose client went away still commits or rolls back as a whole.
+    /// Runs `work` on the writer thread and waits for its result. If the caller stops waiting, `work` is cancelled
+    /// (an open transaction rolls back), as it would be on the caller's own runtime: a registration whose client went
+    /// away must not leave a stored node the caller never applied to its tailnet.
     pub(crate) async fn run<T: Send + 'static>(&self, work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-        match self.handle.spawn(work).await {
+        let mut task = AbortOnDrop(self.handle.spawn(work));
+        match (&mut task.0).await {
             Ok(out) => out,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(StoreError::Writer(std::io::Error::other("the store's writer thread stopped"))),
         }
+    }
+}
+
+/// Cancels the task when the caller's future is dropped before it finished.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
