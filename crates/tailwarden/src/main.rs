@@ -16,7 +16,7 @@ use tailwarden_config::Config;
 
 /// mimalloc rather than glibc's allocator: map encoding, policy compilation and the per-connection buffers allocate
 /// and free many small objects across threads, where glibc's malloc/free were ~15% of server CPU in a profiled
-/// 3,000-client join, and its per-thread arenas kept freed memory resident.
+/// 3,000-client join (13% less CPU per join with mimalloc, for ~10% more resident memory; `docs/benchmarks.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
