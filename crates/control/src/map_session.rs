@@ -53,7 +53,7 @@ impl Control {
                 // Lite update: tailscale-rs requires a 2xx here; the body is ignored.
                 return StatusCode::OK.into_response();
             }
-            return match tailnet.full_map(id, &self.settings).map(|m| encode_message(&m, compression)) {
+            return match tailnet.full_map(id, &self.settings).map(|m| m.encode(compression)) {
                 Some(Ok(frame)) => (StatusCode::OK, frame).into_response(),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "could not build map").into_response(),
             };
@@ -61,7 +61,7 @@ impl Control {
         let Some((session, first)) = tailnet.open_session(id, compression, &self.settings) else {
             return (StatusCode::NOT_FOUND, "node was deleted").into_response();
         };
-        let first = match encode_message(&first, compression) {
+        let first = match first.encode(compression) {
             Ok(f) => Bytes::from(f),
             Err(e) => {
                 tailnet.close_session(id, session.id, &self.settings);
@@ -116,7 +116,7 @@ impl MapStream {
             if self.session.lagged.swap(false, Ordering::Relaxed) {
                 while self.session.rx.try_recv().is_ok() {}
                 let map = self.tailnet.full_map(self.node, &self.control.settings)?;
-                return encode_message(&map, self.compression).ok().map(Bytes::from);
+                return map.encode(self.compression).ok().map(Bytes::from);
             }
             let MapStream { session, keep_alive, .. } = self;
             let keep_alive_due = async {

@@ -149,25 +149,22 @@ pub(crate) fn dns_config(settings: &Settings) -> DnsConfig {
     cfg
 }
 
-/// The complete first message of a map stream: the self node, the peers the policy lets it see, its packet
-/// filter and SSH policy.
+/// The complete first message of a map stream except its peers, which are spliced in already serialised
+/// (`tailnet::FullMap`): the self node, the packet filter and SSH policy, DNS and DERP configuration, and the
+/// profiles of the users the self node and its peers (`peer_users`) show.
 pub(crate) fn full_map(
     me: Node,
-    peers: &[&NodeEntry],
+    peer_users: impl IntoIterator<Item = i64>,
     grants: &crate::policy_view::NodeGrants,
     users: &BTreeMap<UserId, UserRecord>,
     settings: &Settings,
     now: OffsetDateTime,
 ) -> MapResponse {
     let mut profile_ids: BTreeSet<i64> = BTreeSet::from([me.user]);
-    let mut peer_nodes: Vec<Node> = peers.iter().map(|p| node(p, settings, false, now)).collect();
-    peer_nodes.sort_by_key(|n| n.id);
-    profile_ids.extend(peer_nodes.iter().map(|n| n.user));
+    profile_ids.extend(peer_users);
     MapResponse {
         node: Some(me),
         derp_map: Some(settings.derp_map.get().as_ref().clone()),
-        // A non-empty list replaces the client's peers; an empty one must be left out (tailscale-rs would wipe).
-        peers: (!peer_nodes.is_empty()).then_some(peer_nodes),
         dns_config: Some(dns_config(settings)),
         domain: settings.dns.base_domain.clone(),
         collect_services: Some(false),

@@ -114,7 +114,10 @@ pub(crate) struct SessionReceiver {
 
 #[derive(Default)]
 struct State {
+    /// Changed only through `node_mut`, `put_node` and `take_node`, which keep `rendered` true to it.
     nodes: BTreeMap<NodeId, NodeEntry>,
+    /// Nodes as their peers see them, serialised for the full maps that showed them, until they change.
+    rendered: FxHashMap<NodeId, RenderedPeer>,
     /// Node key → node, for the per-request lookups (map, register, DERP admission).
     by_key: HashMap<NodeKey, NodeId>,
     users: BTreeMap<UserId, UserRecord>,
@@ -129,6 +132,59 @@ struct State {
     pending: FxHashMap<NodeId, Pending>,
     /// The changes `Pending::events` refer to.
     events: Vec<Event>,
+}
+
+/// A node serialised as a peer, and whether it had expired then (the one part of a peer's rendering that changes by
+/// itself, with time).
+struct RenderedPeer {
+    json: bytes::Bytes,
+    expired: bool,
+}
+
+impl State {
+    /// Node `id`, to change: its serialised form is dropped first, so no later map shows it as it was.
+    fn node_mut(&mut self, id: NodeId) -> Option<&mut NodeEntry> {
+        self.rendered.remove(&id);
+        self.nodes.get_mut(&id)
+    }
+
+    /// Stores a new or replaced node; returns the node it replaced.
+    fn put_node(&mut self, entry: NodeEntry) -> Option<NodeEntry> {
+        self.rendered.remove(&entry.record.id);
+        self.nodes.insert(entry.record.id, entry)
+    }
+
+    fn take_node(&mut self, id: NodeId) -> Option<NodeEntry> {
+        self.rendered.remove(&id);
+        self.nodes.remove(&id)
+    }
+
+    /// Node `id` as its peers see it, serialised once and then shared by every full map that shows it. Every viewer
+    /// sees a peer alike, so at N nodes that see each other this saves serialising N nodes for every map.
+    fn peer_json(&mut self, id: NodeId, settings: &Settings, now: OffsetDateTime) -> Option<bytes::Bytes> {
+        let entry = self.nodes.get(&id)?;
+        let expired = entry.is_expired(now);
+        if let Some(r) = self.rendered.get(&id)
+            && r.expired == expired
+        {
+            return Some(r.json.clone());
+        }
+        let json = bytes::Bytes::from(serde_json::to_vec(&render::node(entry, settings, false, now)).ok()?);
+        self.rendered.insert(id, RenderedPeer { json: json.clone(), expired });
+        Some(json)
+    }
+}
+
+/// A full map: the message, and its peers already serialised (see `State::peer_json`).
+pub(crate) struct FullMap {
+    pub msg: MapResponse,
+    pub peers: Vec<bytes::Bytes>,
+}
+
+impl FullMap {
+    pub fn encode(&self, compression: Compression) -> Result<Vec<u8>, tailwarden_wire::WireError> {
+        tailwarden_wire::framing::encode_message_with_peers(&self.msg, &self.peers, compression)
+    }
 }
 
 /// A change to one node as its viewers receive it.
@@ -197,7 +253,7 @@ impl Tailnet {
         for n in scope.list_nodes().await? {
             let entry = NodeEntry::from_record(n);
             state.by_key.insert(entry.node_key, entry.record.id);
-            state.nodes.insert(entry.record.id, entry);
+            state.put_node(entry);
         }
         Ok(Tailnet { tenant, state: Mutex::new(state), dirty: Arc::new(Notify::new()) })
     }
@@ -523,7 +579,7 @@ impl Tailnet {
             st.by_key.remove(&old_key);
         }
         st.by_key.insert(entry.node_key, id);
-        let old = st.nodes.insert(id, entry);
+        let old = st.put_node(entry);
         Self::node_updated(&mut st, id, old.as_ref());
         self.changed(&mut st, settings);
     }
@@ -587,7 +643,7 @@ impl Tailnet {
         }
         let before = st.policy.peers_of(id, &st.nodes);
         let snapshot = st.policy.recompiles_removing(id).then(|| st.policy.clone());
-        let removed = st.nodes.remove(&id);
+        let removed = st.take_node(id);
         if let Some(r) = &removed {
             st.by_key.remove(&r.node_key);
         }
@@ -623,7 +679,7 @@ impl Tailnet {
         // map requests report endpoints or nothing new.
         let hostinfo = hostinfo.filter(|h| st.nodes.get(&id).is_some_and(|e| *h != e.hostinfo));
         let old = if hostinfo.is_some() { st.nodes.get(&id).cloned() } else { None };
-        let Some(entry) = st.nodes.get_mut(&id) else { return false };
+        let Some(entry) = st.node_mut(id) else { return false };
         entry.cap = cap;
         let mut patch = PeerChange { node_id: id.0, ..Default::default() };
         let mut patched = false;
@@ -673,7 +729,7 @@ impl Tailnet {
         id: NodeId,
         compression: Compression,
         settings: &Settings,
-    ) -> Option<(SessionReceiver, MapResponse)> {
+    ) -> Option<(SessionReceiver, FullMap)> {
         let now = OffsetDateTime::now_utc();
         let mut st = self.lock();
         st.nodes.get(&id)?;
@@ -683,14 +739,14 @@ impl Tailnet {
         let lagged = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(Notify::new());
         let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
-        let first = Self::full_map_locked(&st, id, &grants, settings, now)?;
+        let first = Self::full_map_locked(&mut st, id, &grants, settings, now)?;
         let NodeGrants { filter, ssh, .. } = grants;
         st.sessions.insert(
             id,
             SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), wake: wake.clone(), filter, ssh },
         );
         st.pending.remove(&id);
-        let entry = st.nodes.get_mut(&id)?;
+        let entry = st.node_mut(id)?;
         let was_online = std::mem::replace(&mut entry.online, true);
         if !was_online {
             let patch = PeerChange { node_id: id.0, online: Some(true), ..Default::default() };
@@ -702,24 +758,28 @@ impl Tailnet {
     }
 
     fn full_map_locked(
-        st: &State,
+        st: &mut State,
         id: NodeId,
         grants: &NodeGrants,
         settings: &Settings,
         now: OffsetDateTime,
-    ) -> Option<MapResponse> {
+    ) -> Option<FullMap> {
+        st.nodes.get(&id)?;
+        // `grants.peers` is ordered by id, as clients expect the list.
+        let peers: Vec<bytes::Bytes> = grants.peers.iter().filter_map(|&p| st.peer_json(p, settings, now)).collect();
+        let peer_users = grants.peers.iter().filter_map(|p| st.nodes.get(p)).map(render::display_user);
         let me = st.nodes.get(&id)?;
-        let peers: Vec<&NodeEntry> = grants.peers.iter().filter_map(|p| st.nodes.get(p)).collect();
         let self_node = Self::self_node(st, me, settings, now);
-        Some(render::full_map(self_node, &peers, grants, &st.users, settings, now))
+        let msg = render::full_map(self_node, peer_users, grants, &st.users, settings, now);
+        Some(FullMap { msg, peers })
     }
 
     /// A fresh full map for `id` (one-shot requests and sessions that fell behind); a session's delta base is
     /// reset to what this map contains.
-    pub fn full_map(&self, id: NodeId, settings: &Settings) -> Option<MapResponse> {
+    pub fn full_map(&self, id: NodeId, settings: &Settings) -> Option<FullMap> {
         let mut st = self.lock();
         let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
-        let map = Self::full_map_locked(&st, id, &grants, settings, OffsetDateTime::now_utc())?;
+        let map = Self::full_map_locked(&mut st, id, &grants, settings, OffsetDateTime::now_utc())?;
         if let Some(session) = st.sessions.get_mut(&id) {
             session.filter = grants.filter;
             session.ssh = grants.ssh;
@@ -738,7 +798,7 @@ impl Tailnet {
         st.sessions.remove(&id);
         st.pending.remove(&id);
         let now = now_ms();
-        let entry = st.nodes.get_mut(&id)?;
+        let entry = st.node_mut(id)?;
         entry.online = false;
         entry.record.last_seen_ms = Some(now);
         let patch = PeerChange {
@@ -831,4 +891,128 @@ fn sanitize_endpoints(eps: Vec<String>) -> Vec<String> {
             Err(_) => false,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::net::Ipv4Addr;
+    use tailwarden_store::RegisterMethod;
+
+    fn tailnet() -> Tailnet {
+        Tailnet { tenant: TenantId::DEFAULT, state: Mutex::new(State::default()), dirty: Arc::new(Notify::new()) }
+    }
+
+    fn record(id: i64, expiry_ms: Option<i64>) -> NodeRecord {
+        let byte = u8::try_from(id).unwrap();
+        NodeRecord {
+            id: NodeId(id),
+            tenant_id: TenantId::DEFAULT,
+            machine_key: MachineKey([byte; 32]).to_string(),
+            node_key: NodeKey([byte; 32]).to_string(),
+            disco_key: String::new(),
+            ipv4: Some(Ipv4Addr::new(100, 64, 0, byte)),
+            ipv6: None,
+            hostname: format!("host-{id}"),
+            given_name: format!("host-{id}"),
+            user_id: Some(UserId(1 + id % 2)),
+            tags: Vec::new(),
+            hostinfo: "{}".into(),
+            endpoints: Vec::new(),
+            approved_routes: Vec::new(),
+            expiry_ms,
+            last_seen_ms: None,
+            ephemeral: false,
+            register_method: RegisterMethod::AuthKey,
+            auth_key_id: None,
+            created_ms: 1_700_000_000_000,
+            updated_ms: 1_700_000_000_000,
+        }
+    }
+
+    /// A full map rendered from scratch, every peer serialised anew: what the cached path must equal.
+    fn naive_full_map(tailnet: &Tailnet, id: NodeId, settings: &Settings) -> Option<serde_json::Value> {
+        let st = tailnet.lock();
+        let now = OffsetDateTime::now_utc();
+        let me = st.nodes.get(&id)?;
+        let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
+        let peers: Vec<Node> = grants.peers.iter().map(|p| render::node(&st.nodes[p], settings, false, now)).collect();
+        let users = peers.iter().map(|p| p.user).collect::<Vec<_>>();
+        let mut msg = render::full_map(Tailnet::self_node(&st, me, settings, now), users, &grants, &st.users, settings, now);
+        msg.peers = (!peers.is_empty()).then_some(peers);
+        Some(without_control_time(serde_json::to_value(&msg).unwrap()))
+    }
+
+    fn cached_full_map(tailnet: &Tailnet, id: NodeId, settings: &Settings) -> Option<serde_json::Value> {
+        let framed = tailnet.full_map(id, settings)?.encode(Compression::None).unwrap();
+        Some(without_control_time(serde_json::from_slice(&framed[4..]).unwrap()))
+    }
+
+    /// The two maps are built a moment apart.
+    fn without_control_time(mut v: serde_json::Value) -> serde_json::Value {
+        v.as_object_mut().unwrap().remove("ControlTime");
+        v
+    }
+
+    #[test]
+    fn cached_peers_match_fresh_rendering_through_random_changes() {
+        let settings = Settings::for_tests(Default::default());
+        let tailnet = tailnet();
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut sessions: BTreeMap<NodeId, u64> = BTreeMap::new();
+        let mut checked_peers = 0;
+        for step in 0..400 {
+            let id = NodeId(rng.gen_range(1..=8));
+            match rng.gen_range(0..6) {
+                0 => {
+                    let expiry = [None, Some(1), Some(now_ms() + 3_600_000)][rng.gen_range(0..3)];
+                    tailnet.upsert_node(record(id.0, expiry), SessionFields::KeepMemory, &settings);
+                }
+                1 => {
+                    let endpoints = vec![format!("192.0.2.{}:{}", id.0, 40_000 + step)];
+                    let hostinfo = rng.gen_bool(0.3).then(|| Hostinfo { hostname: format!("h{step}"), ..Default::default() });
+                    let disco = if rng.gen_bool(0.3) { DiscoKey([rng.r#gen(); 32]) } else { DiscoKey::default() };
+                    tailnet.apply_client_update(id, disco, Some(endpoints), hostinfo, rng.gen_range(100..120), &settings);
+                }
+                2 => {
+                    if let Some((receiver, _)) = tailnet.open_session(id, Compression::None, &settings) {
+                        sessions.insert(id, receiver.id);
+                    }
+                }
+                3 => {
+                    if let Some(session) = sessions.remove(&id) {
+                        tailnet.close_session(id, session, &settings);
+                    }
+                }
+                4 => {
+                    tailnet.remove_node(id, &settings);
+                    sessions.remove(&id);
+                }
+                _ => {}
+            }
+            for viewer in 1..=8 {
+                let viewer = NodeId(viewer);
+                let cached = cached_full_map(&tailnet, viewer, &settings);
+                assert_eq!(cached, naive_full_map(&tailnet, viewer, &settings), "step {step}, viewer {viewer}");
+                checked_peers += cached.and_then(|m| m["Peers"].as_array().map(Vec::len)).unwrap_or(0);
+            }
+        }
+        assert!(checked_peers > 1000, "the sequence kept tailnets too small to test the cache: {checked_peers} peers");
+    }
+
+    #[test]
+    fn a_cached_peer_shows_its_key_expiring() {
+        let settings = Settings::for_tests(Default::default());
+        let tailnet = tailnet();
+        tailnet.upsert_node(record(1, None), SessionFields::FromRecord, &settings);
+        tailnet.upsert_node(record(2, Some(now_ms() + 300)), SessionFields::FromRecord, &settings);
+        let peer = |m: Option<serde_json::Value>| m.unwrap()["Peers"][0].clone();
+        let before = peer(cached_full_map(&tailnet, NodeId(1), &settings));
+        assert_eq!(before["Expired"], serde_json::Value::Null, "not expired yet: {before}");
+        std::thread::sleep(Duration::from_millis(400));
+        let after = peer(cached_full_map(&tailnet, NodeId(1), &settings));
+        assert_eq!(after["Expired"], serde_json::json!(true), "the cached rendering outlived the key: {after}");
+    }
 }

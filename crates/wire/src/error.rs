@@ -12,6 +12,9 @@ pub enum WireError {
         #[source]
         source: serde_json::Error,
     },
+    /// A map message was given pre-serialised peers while also holding peers of its own.
+    #[error("a map message cannot take spliced peers when it already has a Peers list")]
+    PeersTwice,
     /// A map-stream frame could not be compressed.
     #[error("compressing map message: {0}")]
     Compress(#[source] std::io::Error),

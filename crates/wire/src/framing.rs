@@ -21,6 +21,41 @@ pub fn encode_message(msg: &MapResponse, compression: Compression) -> Result<Vec
     frame_payload(&json, compression)
 }
 
+/// Encodes a map message whose peers were serialised beforehand, each as one `Node`'s JSON, as its `Peers` list.
+/// Every viewer sees a peer alike, so a server can serialise each peer once and splice it into every full map
+/// instead of serialising N nodes per map. An empty `peers` leaves the list out: a present but empty list would
+/// clear the client's peers.
+pub fn encode_message_with_peers(
+    msg: &MapResponse,
+    peers: &[impl AsRef<[u8]>],
+    compression: Compression,
+) -> Result<Vec<u8>, WireError> {
+    if peers.is_empty() {
+        return encode_message(msg, compression);
+    }
+    if msg.peers.is_some() {
+        return Err(WireError::PeersTwice);
+    }
+    let len = peers.iter().map(|p| p.as_ref().len() + 1).sum::<usize>();
+    let mut json = Vec::with_capacity(len + 4096);
+    serde_json::to_writer(&mut json, msg).map_err(|source| WireError::Json { message: "MapResponse", source })?;
+    // A struct serialises as a JSON object, so the last byte is its closing brace: reopen it for one more member.
+    // Member order carries no meaning in JSON, and no other member is called "Peers" since `msg.peers` is `None`.
+    json.pop();
+    if json.len() > 1 {
+        json.push(b',');
+    }
+    json.extend_from_slice(br#""Peers":["#);
+    for (i, peer) in peers.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(peer.as_ref());
+    }
+    json.extend_from_slice(b"]}");
+    frame_payload(&json, compression)
+}
+
 /// Frames an already serialised JSON payload.
 pub fn frame_payload(json: &[u8], compression: Compression) -> Result<Vec<u8>, WireError> {
     let payload = match compression {
@@ -50,6 +85,44 @@ mod tests {
         assert_eq!(n, z.len() - 4);
         assert_eq!(&z[4..8], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
         assert_eq!(zstd::stream::decode_all(&z[4..]).unwrap(), body);
+    }
+
+    fn peer(id: i64) -> crate::Node {
+        crate::Node {
+            id,
+            stable_id: id.to_string(),
+            name: format!("peer-{id}.example.com."),
+            endpoints: vec![format!("192.0.2.{id}:41641")],
+            online: Some(id % 2 == 0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn spliced_peers_decode_like_serialised_ones() {
+        let peers: Vec<crate::Node> = (1..=3).map(peer).collect();
+        let base = MapResponse { domain: "example.com".into(), collect_services: Some(false), ..Default::default() };
+        let whole = MapResponse { peers: Some(peers.clone()), ..base.clone() };
+        let raw: Vec<Vec<u8>> = peers.iter().map(|p| serde_json::to_vec(p).unwrap()).collect();
+        let decode = |framed: &[u8]| -> serde_json::Value { serde_json::from_slice(&framed[4..]).unwrap() };
+
+        let spliced = decode(&encode_message_with_peers(&base, &raw, Compression::None).unwrap());
+        assert_eq!(spliced, decode(&encode_message(&whole, Compression::None).unwrap()));
+        assert_eq!(spliced["Peers"].as_array().map(Vec::len), Some(3));
+
+        // Also onto a message with no other member, and through zstd.
+        let lone = encode_message_with_peers(&MapResponse::default(), &raw[..1], Compression::Zstd).unwrap();
+        let lone: serde_json::Value = serde_json::from_slice(&zstd::stream::decode_all(&lone[4..]).unwrap()).unwrap();
+        assert_eq!(lone, serde_json::json!({ "Peers": [serde_json::to_value(&peers[0]).unwrap()] }));
+    }
+
+    #[test]
+    fn no_spliced_peers_means_no_peers_member() {
+        let none: &[Vec<u8>] = &[];
+        let framed = encode_message_with_peers(&MapResponse::keep_alive(), none, Compression::None).unwrap();
+        assert_eq!(&framed[4..], br#"{"KeepAlive":true}"#);
+        let twice = MapResponse { peers: Some(vec![peer(1)]), ..Default::default() };
+        assert!(matches!(encode_message_with_peers(&twice, &[b"{}"], Compression::None), Err(WireError::PeersTwice)));
     }
 }
 
