@@ -102,9 +102,14 @@ impl PolicyView {
         self.compiled = self.policy.as_ref().map(|p| CompiledPolicy::new(p, &policy_tailnet(nodes, users)));
     }
 
+    /// The ids of the nodes at `indexes`, leaving out the slots of deleted nodes (which keep their index, empty).
     fn ids(&self, compiled: &CompiledPolicy, indexes: impl IntoIterator<Item = usize>) -> Vec<NodeId> {
         let nodes = &compiled.tailnet().nodes;
-        indexes.into_iter().filter_map(|i| nodes.get(i)).map(|n| NodeId(n.id as i64)).collect()
+        indexes
+            .into_iter()
+            .filter_map(|i| nodes.get(i).filter(|n| compiled.index_of(n.id) == Some(i)))
+            .map(|n| NodeId(n.id as i64))
+            .collect()
     }
 
     fn impact(&self, affected: Affected) -> Impact {
@@ -139,12 +144,18 @@ impl PolicyView {
         self.compiled.as_ref().is_some_and(|c| !c.applies_in_place(&tailwarden_policy::Node::vacant(id.0 as u64)))
     }
 
-    /// The nodes `id` sees (and, symmetrically, that see it), among `all` nodes.
+    /// The nodes `id` sees (and, symmetrically, that see it): with no policy, all other nodes in `all`; with one,
+    /// the nodes the policy was told of. An earlier view (kept to compare against) thus still lists nodes deleted
+    /// since, so the comparison finds them removed.
     pub fn peers_of(&self, id: NodeId, all: &BTreeMap<NodeId, NodeEntry>) -> Vec<NodeId> {
         match &self.compiled {
             None => all.keys().copied().filter(|p| *p != id).collect(),
             Some(c) => match c.index_of(id.0 as u64) {
-                Some(i) => self.ids(c, c.peers(i)).into_iter().filter(|p| *p != id && all.contains_key(p)).collect(),
+                Some(i) => {
+                    let mut peers = self.ids(c, c.peers(i));
+                    peers.retain(|p| *p != id);
+                    peers
+                }
                 None => Vec::new(),
             },
         }

@@ -1002,6 +1002,30 @@ mod tests {
         assert!(checked_peers > 1000, "the sequence kept tailnets too small to test the cache: {checked_peers} peers");
     }
 
+    /// Deleting a subnet router recompiles the policy; its peers must still be told it is gone.
+    #[test]
+    fn peers_hear_of_a_deletion_that_recompiles_the_policy() {
+        let settings = Settings { map_coalesce_window: Duration::ZERO, ..Settings::for_tests(Default::default()) };
+        let tailnet = tailnet();
+        tailnet.upsert_node(record(1, None), SessionFields::FromRecord, &settings);
+        let mut router = record(2, None);
+        router.approved_routes = vec!["10.0.0.0/24".into()];
+        router.hostinfo = r#"{"RoutableIPs":["10.0.0.0/24"]}"#.into();
+        tailnet.upsert_node(router, SessionFields::FromRecord, &settings);
+        let text = r#"{"acls":[{"action":"accept","src":["*"],"dst":["*:*"]}]}"#;
+        tailnet.set_policy(Some(tailwarden_policy::Policy::parse(text).unwrap()), text, &settings);
+        assert!(tailnet.lock().policy.recompiles_removing(NodeId(2)), "the test needs a deletion that recompiles");
+        let (mut session, first) = tailnet.open_session(NodeId(1), Compression::None, &settings).unwrap();
+        assert_eq!(first.peers.len(), 1);
+        tailnet.remove_node(NodeId(2), &settings);
+        let mut removed = Vec::new();
+        while let Ok(frame) = session.rx.try_recv() {
+            let msg: serde_json::Value = serde_json::from_slice(&frame[4..]).unwrap();
+            removed.extend(msg["PeersRemoved"].as_array().into_iter().flatten().cloned());
+        }
+        assert_eq!(removed, vec![serde_json::json!(2)]);
+    }
+
     #[test]
     fn a_cached_peer_shows_its_key_expiring() {
         let settings = Settings::for_tests(Default::default());
