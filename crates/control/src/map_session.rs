@@ -127,7 +127,6 @@ impl MapStream {
             };
             tokio::select! {
                 frame = session.rx.recv() => return frame,
-                _ = session.wake.notified() => {}
                 _ = keep_alive_due => {
                     let interval = self.control.settings.keep_alive_interval;
                     if let Some(timer) = self.keep_alive.as_mut() {

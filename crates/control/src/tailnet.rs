@@ -96,7 +96,6 @@ struct SessionHandle {
     compression: Compression,
     tx: mpsc::Sender<Frame>,
     lagged: Arc<AtomicBool>,
-    wake: Arc<Notify>,
     /// The packet filter and SSH policy the client was last sent: the base for its next delta.
     filter: Vec<tailwarden_wire::FilterRule>,
     ssh: Option<serde_json::Value>,
@@ -106,10 +105,9 @@ struct SessionHandle {
 pub(crate) struct SessionReceiver {
     pub id: u64,
     pub rx: mpsc::Receiver<Frame>,
-    /// Set when deltas were dropped; the session must send a full map.
+    /// Set when deltas were dropped; the session must send a full map. It is only set when the queue is full, so
+    /// the receiver has messages waiting and looks at it when it takes the next one: it needs no wake-up of its own.
     pub lagged: Arc<AtomicBool>,
-    /// Signalled when `lagged` is set, since no queued message will wake the session then.
-    pub wake: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -737,13 +735,12 @@ impl Tailnet {
         let session_id = st.next_session;
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let lagged = Arc::new(AtomicBool::new(false));
-        let wake = Arc::new(Notify::new());
         let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
         let first = Self::full_map_locked(&mut st, id, &grants, settings, now)?;
         let NodeGrants { filter, ssh, .. } = grants;
         st.sessions.insert(
             id,
-            SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), wake: wake.clone(), filter, ssh },
+            SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), filter, ssh },
         );
         st.pending.remove(&id);
         let entry = st.node_mut(id)?;
@@ -754,7 +751,7 @@ impl Tailnet {
             Self::queue_event(&mut st, &viewers, Event::Patch(patch));
             self.changed(&mut st, settings);
         }
-        Some((SessionReceiver { id: session_id, rx, lagged, wake }, first))
+        Some((SessionReceiver { id: session_id, rx, lagged }, first))
     }
 
     fn full_map_locked(
@@ -852,7 +849,6 @@ fn deliver(session: &SessionHandle, frame: Frame) {
     if session.tx.try_send(frame).is_err() {
         // Full (or closing): drop the backlog; the session sends a complete map next.
         session.lagged.store(true, Ordering::Relaxed);
-        session.wake.notify_one();
     }
 }
 

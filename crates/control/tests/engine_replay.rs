@@ -195,3 +195,63 @@ async fn deltas_rebuild_exactly_the_full_map() {
         }
     }
 }
+
+/// A session whose client stops reading must not hold up the others, and when it reads again it gets one fresh full
+/// map instead of the backlog of deltas it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_falls_behind_catches_up_with_one_full_map() {
+    let mut settings = Settings::for_tests(DerpMap::default());
+    settings.map_coalesce_window = Duration::ZERO;
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let control = Control::new(store, settings, ServerKeys::random()).await.unwrap();
+    let user = control.create_user(T, "u0", "", "").await.unwrap();
+    let (_, key) = control
+        .create_pre_auth_key(T, NewKeyRequest { user: Some(user.id), reusable: true, ..Default::default() })
+        .await
+        .unwrap();
+    let mut nodes = Vec::new();
+    for n in 0..3 {
+        let (machine, node) = (MachineKey(rand::random()), NodeKey(rand::random()));
+        let req = RegisterRequest {
+            version: 130,
+            node_key: node,
+            auth: Some(AuthInfo { auth_key: key.clone() }),
+            hostinfo: Some(Hostinfo { hostname: format!("n{n}"), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(control.register(machine, req).await.error.is_empty());
+        nodes.push((machine, node));
+    }
+    let [(slow_m, slow_k), (live_m, live_k), (changer_m, changer_k)] = nodes[..] else { unreachable!() };
+    let changer = control.list_nodes(T, None).await.unwrap().iter().map(|v| v.record.id.0).max().unwrap();
+
+    // Opened but never polled: its queue fills up.
+    let req = MapRequest { version: 130, node_key: slow_k, stream: true, ..Default::default() };
+    let mut slow = control.map(slow_m, req).await.into_body();
+    let live = open(&control, live_m, live_k).await;
+
+    let endpoint = |i: usize| format!("192.0.2.1:{}", 10_000 + i);
+    let changes = 400;
+    for i in 1..=changes {
+        let req = MapRequest { version: 130, node_key: changer_k, omit_peers: true, endpoints: Some(vec![endpoint(i)]), ..Default::default() };
+        assert!(control.map(changer_m, req).await.status().is_success());
+    }
+    let latest = serde_json::json!([endpoint(changes)]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while live.view.lock().unwrap().peers.get(&changer).map(|p| &p.0) != Some(&latest) {
+        assert!(tokio::time::Instant::now() < deadline, "the reading session never got the last change");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut messages = Vec::new();
+    let mut buf = Vec::new();
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_millis(300), slow.frame()).await {
+        buf.extend_from_slice(&frame.into_data().unwrap());
+        messages.extend(frames(&mut buf));
+    }
+    assert_eq!(messages.len(), 2, "first map and one catch-up map, not {} messages", messages.len());
+    let catch_up = &messages[1];
+    assert!(catch_up.get("Node").is_some(), "the catch-up message is a full map: {catch_up}");
+    let peer = catch_up["Peers"].as_array().unwrap().iter().find(|p| p["ID"] == changer).unwrap();
+    assert_eq!(peer["Endpoints"], latest);
+}
