@@ -3,6 +3,7 @@
 
 use crate::BenchError;
 use serde::Deserialize;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 /// Clients refuse larger messages (Go's testcontrol never sends more than 16 MiB), so a larger prefix means the
@@ -68,12 +69,34 @@ impl Deframer {
         let payload = &self.buf[4..4 + len];
         let json = match self.compression {
             Compression::None => std::borrow::Cow::Borrowed(payload),
-            Compression::Zstd => std::borrow::Cow::Owned(zstd::stream::decode_all(payload).map_err(BenchError::Zstd)?),
+            Compression::Zstd => std::borrow::Cow::Owned(decompress(payload)?),
         };
         let message = serde_json::from_slice(&json).map_err(|source| BenchError::Json { what: "MapResponse", source })?;
         self.buf.drain(..4 + len);
         Ok(Some(Received { wire_bytes: 4 + len as u64, message }))
     }
+}
+
+thread_local! {
+    /// One decompression context per thread, reused: a streaming decoder per message (a context and its buffers)
+    /// cost the generator more than decoding a small delta, and it decodes one per watcher per change.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Undoes one message's zstd frame. Frames that state their size (ours do) go through the reused context; others
+/// through a streaming decoder.
+fn decompress(payload: &[u8]) -> Result<Vec<u8>, BenchError> {
+    let size = match zstd::zstd_safe::get_frame_content_size(payload) {
+        Ok(Some(size)) if size <= MAX_MESSAGE as u64 * 64 => size as usize,
+        _ => return zstd::stream::decode_all(payload).map_err(BenchError::Zstd),
+    };
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        let decompressor = match slot {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new().map_err(BenchError::Zstd)?),
+        };
+        decompressor.decompress(payload, size).map_err(BenchError::Zstd)
+    })
 }
 
 /// The generator's projection of Go's `tailcfg.MapResponse`: peer identity, endpoints, disco key and online state,
@@ -173,6 +196,22 @@ mod tests {
                 assert_eq!(got[1].message.peers_removed, Some(vec![3]));
             }
         }
+    }
+
+    /// Other servers' encoders may leave the content size out of the frame header (a streaming encoder does).
+    #[test]
+    fn reads_zstd_frames_that_do_not_state_their_size() {
+        let json = br#"{"KeepAlive":true,"PeersRemoved":[4,5]}"#;
+        let mut encoder = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+        std::io::Write::write_all(&mut encoder, json).unwrap();
+        let frame = encoder.finish().unwrap();
+        assert_eq!(zstd::zstd_safe::get_frame_content_size(&frame).unwrap(), None, "the frame should not state a size");
+        let mut d = Deframer::new(Compression::Zstd);
+        d.push(&(frame.len() as u32).to_le_bytes());
+        d.push(&frame);
+        let m = d.next_message().unwrap().unwrap();
+        assert!(m.message.keep_alive);
+        assert_eq!(m.message.peers_removed, Some(vec![4, 5]));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `MapResponse`, compressed as one independent zstd frame when the client asked for `zstd`.
 
 use crate::{MapResponse, WireError};
+use std::cell::RefCell;
 
 /// How a session wants its messages encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -14,6 +15,23 @@ pub enum Compression {
 
 /// Fastest zstd level, as Tailscale's own servers use: map messages are small and latency matters more.
 const ZSTD_LEVEL: i32 = 1;
+
+thread_local! {
+    /// One compression context per thread, reused: setting a context up costs more than compressing a ~100-byte
+    /// delta (12 µs against 5.5 µs per delta here). It keeps the workspace of the largest map it compressed, a few
+    /// MiB at most at level 1, once per thread that encodes.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(json: &[u8]) -> Result<Vec<u8>, WireError> {
+    COMPRESSOR.with_borrow_mut(|slot| {
+        let compressor = match slot {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(WireError::Compress)?),
+        };
+        compressor.compress(json).map_err(WireError::Compress)
+    })
+}
 
 /// Encodes one message with its length prefix.
 pub fn encode_message(msg: &MapResponse, compression: Compression) -> Result<Vec<u8>, WireError> {
@@ -60,7 +78,7 @@ pub fn encode_message_with_peers(
 pub fn frame_payload(json: &[u8], compression: Compression) -> Result<Vec<u8>, WireError> {
     let payload = match compression {
         Compression::None => json.to_vec(),
-        Compression::Zstd => zstd::bulk::compress(json, ZSTD_LEVEL).map_err(WireError::Compress)?,
+        Compression::Zstd => compress(json)?,
     };
     let mut out = Vec::with_capacity(payload.len() + 4);
     // Map payloads are far below 4 GiB (clients refuse > 16 MiB), so the cast cannot truncate.
