@@ -19,8 +19,10 @@
 //! - RSS per node: process `VmRSS` growth over the join phase divided by nodes (the harness's own per-session
 //!   reader is included: one task and a few counters);
 //! - change → delivery p50/p99 over every affected watcher, with the default 100 ms coalescing window;
-//! - CPU per change: process CPU (getrusage) over a round, minus the idle rate measured on the same tailnet
-//!   (keep-alives and timers) over the round's duration; the raw figure is shown too;
+//! - CPU per change: process CPU (getrusage) over the rounds, minus the idle rate (keep-alives and timers) times
+//!   their duration; the raw figure is shown too. The idle rate is sampled for 100 ms before every round, because it
+//!   is not constant: keep-alives start one interval (50 s) after each session opened, so at 100k nodes, which take
+//!   ~50 s to join, they begin in the middle of the rounds;
 //! - bytes per affected watcher, and bytes that reached unaffected sessions (must be 0).
 //!
 //! Every delivery is checked: the watcher's message must carry the changed node's new endpoint.
@@ -249,20 +251,21 @@ async fn run(n: usize, args: &Args) {
     let rss_per_node = (rss_kib().saturating_sub(rss_before)) as f64 / n as f64;
     first_maps.sort_by(f64::total_cmp);
 
-    // Idle cost of the connected tailnet (keep-alives, timers), subtracted from each round.
     for node in &nodes {
         node.seen.recording.store(true, Ordering::Relaxed);
     }
-    let idle_for = Duration::from_secs(2);
-    let (c0, t0) = (cpu_seconds(), Instant::now());
-    tokio::time::sleep(idle_for).await;
-    let idle_rate = (cpu_seconds() - c0) / t0.elapsed().as_secs_f64();
 
     // Seeded, so every run changes the same nodes.
     let mut rng = StdRng::seed_from_u64(n as u64);
-    let (mut latencies, mut cpu_raw, mut cpu_net, mut affected_bytes, mut deliveries, mut unaffected) =
+    let (mut latencies, mut cpu_raw, mut rounds_time, mut affected_bytes, mut deliveries, mut unaffected) =
         (Vec::new(), 0.0, 0.0, 0u64, 0u64, 0u64);
+    let (mut idle_cpu, mut idle_time) = (0.0, 0.0);
     for round in 0..args.changes {
+        let (c0, t0) = (cpu_seconds(), Instant::now());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        idle_cpu += cpu_seconds() - c0;
+        idle_time += t0.elapsed().as_secs_f64();
+
         let changed = rng.gen_range(0..n);
         let watchers: Vec<usize> =
             (0..n).skip(nodes[changed].group * group_size).take(group_size).filter(|&w| w != changed).collect();
@@ -294,10 +297,8 @@ async fn run(n: usize, args: &Args) {
             let woke = tokio::time::timeout_at(deadline, notified).await;
             assert!(woke.is_ok(), "round {round}: some watchers never got the change");
         }
-        let elapsed = t0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - c0;
-        cpu_raw += cpu;
-        cpu_net += (cpu - idle_rate * elapsed).max(0.0);
+        rounds_time += t0.elapsed().as_secs_f64();
+        cpu_raw += cpu_seconds() - c0;
         // A short linger catches anything sent to sessions that should not have heard of the change.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut watcher_bytes = 0u64;
@@ -324,6 +325,8 @@ async fn run(n: usize, args: &Args) {
     }
     latencies.sort_by(f64::total_cmp);
     let changes = args.changes as f64;
+    let idle_rate = idle_cpu / idle_time;
+    let cpu_net = (cpu_raw - idle_rate * rounds_time).max(0.0);
     println!(
         "{n:>7} nodes | join {:>7.0}/s, first map p50/p99 {:>6.1}/{:>6.1} ms ({:.1} KiB avg), CPU/join {:>5.2} ms | RSS/node {:>5.1} KiB | \
          delivery p50/p99 {:>6.1}/{:>6.1} ms | CPU/change {:>5.2} ms net ({:>5.2} raw, idle {:>4.1}%) | {:>4.0} B/watcher | unaffected {unaffected} B",
