@@ -425,9 +425,9 @@ impl Control {
             crate::PolicySource::AllowAll => return Err(ControlError::PolicyInFile { path: "policy.path (unset)".into() }),
         }
         let tailnet = self.tailnet(tenant).await?;
-        let policy = tailnet.check_policy(text)?;
+        let checked = tailnet.check_policy(text)?;
         let record = self.store.tenant(tenant).put_policy(text, now_ms()).await?;
-        tailnet.set_policy(Some(policy), text, &self.settings);
+        tailnet.apply_checked_policy(checked, text, &self.settings);
         tracing::info!(%tenant, version = record.id, "policy updated");
         Ok(PolicyInfo { policy: record.data, updated_ms: Some(record.created_ms) })
     }
@@ -437,8 +437,8 @@ impl Control {
         let tailnet = self.tailnet(tenant).await?;
         match text {
             Some(text) => {
-                let policy = tailnet.check_policy(text)?;
-                tailnet.set_policy(Some(policy), text, &self.settings);
+                let checked = tailnet.check_policy(text)?;
+                tailnet.apply_checked_policy(checked, text, &self.settings);
             }
             None => tailnet.set_policy(None, "", &self.settings),
         }

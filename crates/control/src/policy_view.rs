@@ -76,25 +76,42 @@ pub(crate) fn policy_tailnet(
 }
 
 /// Parses, validates and compiles `text` against the tailnet and runs its `tests`/`sshTests`: the full check a
-/// new policy must pass before it replaces the current one.
+/// new policy must pass before it replaces the current one. The compilation is returned too, so applying the
+/// policy need not compile it again.
 pub(crate) fn check(
     text: &str,
     nodes: &BTreeMap<NodeId, NodeEntry>,
     users: &BTreeMap<UserId, UserRecord>,
-) -> Result<Policy, PolicyError> {
+) -> Result<(Policy, CompiledPolicy), PolicyError> {
     let policy = Policy::parse(text)?;
     let tailnet = policy_tailnet(nodes, users);
     policy.validate_for(&tailnet)?;
     let compiled = CompiledPolicy::new(&policy, &tailnet);
     compiled.run_tests()?;
     compiled.run_ssh_tests()?;
-    Ok(policy)
+    Ok((policy, compiled))
 }
 
 impl PolicyView {
-    /// Replaces the policy (`None`: allow all); takes effect at the next [`PolicyView::rebuild`].
-    pub fn replace(&mut self, policy: Option<Policy>) {
-        self.policy = policy;
+    /// `policy` (`None`: allow all) compiled against these nodes and users.
+    pub fn compile(
+        policy: Option<Policy>,
+        nodes: &BTreeMap<NodeId, NodeEntry>,
+        users: &BTreeMap<UserId, UserRecord>,
+    ) -> PolicyView {
+        let mut view = PolicyView { policy, compiled: None };
+        view.rebuild(nodes, users);
+        view
+    }
+
+    /// A policy and its compilation against the current nodes and users, as [`check`] made them.
+    pub fn from_compiled(policy: Policy, compiled: CompiledPolicy) -> PolicyView {
+        PolicyView { policy: Some(policy), compiled: Some(compiled) }
+    }
+
+    /// The policy in force (`None`: allow all).
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
     }
 
     /// Recompiles from scratch (a new policy, or users changed).

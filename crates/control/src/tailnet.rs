@@ -126,6 +126,9 @@ struct State {
     policy: PolicyView,
     /// The policy's source text, as `policy get` shows it.
     policy_text: String,
+    /// Counts changes to `nodes` and `users`, what a compiled policy depends on: a policy compiled while checking
+    /// it is applied as it is only if this has not moved since.
+    revision: u64,
     /// Changes collected for the next flush, per session.
     pending: FxHashMap<NodeId, Pending>,
     /// The changes `Pending::events` refer to.
@@ -143,18 +146,37 @@ impl State {
     /// Node `id`, to change: its serialised form is dropped first, so no later map shows it as it was.
     fn node_mut(&mut self, id: NodeId) -> Option<&mut NodeEntry> {
         self.rendered.remove(&id);
+        self.revision += 1;
         self.nodes.get_mut(&id)
     }
 
     /// Stores a new or replaced node; returns the node it replaced.
     fn put_node(&mut self, entry: NodeEntry) -> Option<NodeEntry> {
         self.rendered.remove(&entry.record.id);
+        self.revision += 1;
         self.nodes.insert(entry.record.id, entry)
     }
 
     fn take_node(&mut self, id: NodeId) -> Option<NodeEntry> {
         self.rendered.remove(&id);
+        self.revision += 1;
         self.nodes.remove(&id)
+    }
+
+    fn put_user(&mut self, user: UserRecord) {
+        self.revision += 1;
+        self.users.insert(user.id, user);
+    }
+
+    fn take_user(&mut self, id: UserId) {
+        self.revision += 1;
+        self.users.remove(&id);
+    }
+
+    /// Puts `view` in force and queues to every session what it changes.
+    fn install_policy(&mut self, view: PolicyView) {
+        let old = std::mem::replace(&mut self.policy, view);
+        Tailnet::resync_everyone(self, &old, None);
     }
 
     /// Node `id` as its peers see it, serialised once and then shared by every full map that shows it. Every viewer
@@ -208,6 +230,13 @@ struct Pending {
     self_changed: bool,
 }
 
+/// A policy that passed [`Tailnet::check_policy`], with its compilation against the tailnet as it was then.
+pub struct CheckedPolicy {
+    policy: tailwarden_policy::Policy,
+    compiled: tailwarden_policy::CompiledPolicy,
+    revision: u64,
+}
+
 /// A tenant's tailnet.
 pub(crate) struct Tailnet {
     pub tenant: TenantId,
@@ -246,7 +275,7 @@ impl Tailnet {
         let scope = store.tenant(tenant);
         let mut state = State::default();
         for u in scope.list_users().await? {
-            state.users.insert(u.id, u);
+            state.put_user(u);
         }
         for n in scope.list_nodes().await? {
             let entry = NodeEntry::from_record(n);
@@ -307,17 +336,15 @@ impl Tailnet {
 
     pub fn upsert_user(&self, user: UserRecord, settings: &Settings) {
         let mut st = self.lock();
-        st.users.insert(user.id, user);
-        let old = st.policy.clone();
-        let State { nodes, users, policy, .. } = &mut *st;
-        policy.rebuild(nodes, users);
-        Self::resync_everyone(&mut st, &old, None);
+        st.put_user(user);
+        let view = PolicyView::compile(st.policy.policy().cloned(), &st.nodes, &st.users);
+        st.install_policy(view);
         self.changed(&mut st, settings);
     }
 
     /// Forgets a deleted user (the store refuses to delete users that still own nodes).
     pub fn remove_user(&self, id: UserId) {
-        self.lock().users.remove(&id);
+        self.lock().take_user(id);
     }
 
     /// Queues `event` to every session that sees `subject` (`viewers`).
@@ -488,13 +515,16 @@ impl Tailnet {
         let mut changed_events: HashMap<NodeId, usize> = HashMap::new();
         let mut removed_events: HashMap<NodeId, usize> = HashMap::new();
         for id in sessions {
-            let before: BTreeSet<NodeId> = old.peers_of(id, &st.nodes).into_iter().collect();
-            let after: BTreeSet<NodeId> = st.policy.peers_of(id, &st.nodes).into_iter().collect();
-            let mut resend: Vec<NodeId> = after.difference(&before).copied().collect();
+            let mut before = old.peers_of(id, &st.nodes);
+            let mut after = st.policy.peers_of(id, &st.nodes);
+            // Usually in order already (indexes follow ids), which the sort notices in one pass.
+            before.sort_unstable();
+            after.sort_unstable();
+            let (mut resend, gone) = sorted_difference(&before, &after);
             if let Some(c) = changed
                 && c != id
-                && before.contains(&c)
-                && after.contains(&c)
+                && before.binary_search(&c).is_ok()
+                && after.binary_search(&c).is_ok()
             {
                 resend.push(c);
             }
@@ -506,7 +536,7 @@ impl Tailnet {
                 });
                 list.push(e);
             }
-            for &n in before.difference(&after) {
+            for n in gone {
                 let e = *removed_events.entry(n).or_insert_with(|| {
                     st.events.push(Event::Removed(n));
                     st.events.len() - 1
@@ -525,12 +555,23 @@ impl Tailnet {
     /// Replaces the policy (`None`: allow all) and updates every session.
     pub fn set_policy(&self, policy: Option<tailwarden_policy::Policy>, text: &str, settings: &Settings) {
         let mut st = self.lock();
-        let old = st.policy.clone();
-        st.policy.replace(policy);
+        let view = PolicyView::compile(policy, &st.nodes, &st.users);
         st.policy_text = text.to_string();
-        let State { nodes, users, policy, .. } = &mut *st;
-        policy.rebuild(nodes, users);
-        Self::resync_everyone(&mut st, &old, None);
+        st.install_policy(view);
+        self.changed(&mut st, settings);
+    }
+
+    /// Replaces the policy with one [`Tailnet::check_policy`] passed, reusing its compilation unless nodes or users
+    /// changed in between.
+    pub fn apply_checked_policy(&self, checked: CheckedPolicy, text: &str, settings: &Settings) {
+        let mut st = self.lock();
+        let view = if checked.revision == st.revision {
+            PolicyView::from_compiled(checked.policy, checked.compiled)
+        } else {
+            PolicyView::compile(Some(checked.policy), &st.nodes, &st.users)
+        };
+        st.policy_text = text.to_string();
+        st.install_policy(view);
         self.changed(&mut st, settings);
     }
 
@@ -546,9 +587,10 @@ impl Tailnet {
     }
 
     /// Checks a candidate policy against the current tailnet without applying it.
-    pub fn check_policy(&self, text: &str) -> Result<tailwarden_policy::Policy, tailwarden_policy::PolicyError> {
+    pub fn check_policy(&self, text: &str) -> Result<CheckedPolicy, tailwarden_policy::PolicyError> {
         let st = self.lock();
-        policy_view::check(text, &st.nodes, &st.users)
+        let (policy, compiled) = policy_view::check(text, &st.nodes, &st.users)?;
+        Ok(CheckedPolicy { policy, compiled, revision: st.revision })
     }
 
     /// Applies a node that was just registered or changed in the store and tells everyone.
@@ -612,13 +654,15 @@ impl Tailnet {
     /// Queues node `id` (whose rendering changed) to the sessions that see it, its removal to those that stopped
     /// seeing it, and to its own session the peers it gained or lost.
     fn queue_visibility(st: &mut State, id: NodeId, before: &[NodeId], after: &[NodeId]) {
-        let (b, a): (BTreeSet<NodeId>, BTreeSet<NodeId>) = (before.iter().copied().collect(), after.iter().copied().collect());
+        let (mut b, mut a) = (before.to_vec(), after.to_vec());
+        b.sort_unstable();
+        a.sort_unstable();
+        let (gained, gone) = sorted_difference(&b, &a);
         Self::queue_event(st, after, Event::Changed(id));
-        let gone: Vec<NodeId> = b.difference(&a).copied().collect();
         Self::queue_event(st, &gone, Event::Removed(id));
         if st.sessions.contains_key(&id) {
             let mut list = Vec::new();
-            for &n in a.difference(&b) {
+            for n in gained {
                 st.events.push(Event::Changed(n));
                 list.push(st.events.len() - 1);
             }
@@ -842,6 +886,26 @@ impl Tailnet {
     }
 }
 
+/// What only `after` holds and what only `before` holds, of two ascending lists without duplicates (a merge: peer
+/// lists of ~100 nodes, compared for every session when the policy changes, cost a pass each instead of building
+/// two ordered sets).
+fn sorted_difference(before: &[NodeId], after: &[NodeId]) -> (Vec<NodeId>, Vec<NodeId>) {
+    let (mut gained, mut lost) = (Vec::new(), Vec::new());
+    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
+    loop {
+        match (b.peek(), a.peek()) {
+            (Some(x), Some(y)) if x == y => {
+                b.next();
+                a.next();
+            }
+            (Some(x), Some(y)) if x < y => lost.extend(b.next()),
+            (Some(_), Some(_)) | (None, Some(_)) => gained.extend(a.next()),
+            (Some(_), None) => lost.extend(b.next()),
+            (None, None) => return (gained, lost),
+        }
+    }
+}
+
 fn deliver(session: &SessionHandle, frame: Frame) {
     if session.lagged.load(Ordering::Relaxed) {
         return;
@@ -899,6 +963,26 @@ mod tests {
 
     fn tailnet() -> Tailnet {
         Tailnet { tenant: TenantId::DEFAULT, state: Mutex::new(State::default()), dirty: Arc::new(Notify::new()) }
+    }
+
+    #[test]
+    fn sorted_difference_agrees_with_set_difference() {
+        let ids = |v: &[i64]| v.iter().copied().map(NodeId).collect::<Vec<_>>();
+        assert_eq!(sorted_difference(&ids(&[1, 3, 5]), &ids(&[2, 3, 6])), (ids(&[2, 6]), ids(&[1, 5])));
+        assert_eq!(sorted_difference(&[], &ids(&[4])), (ids(&[4]), Vec::new()));
+        assert_eq!(sorted_difference(&ids(&[4]), &[]), (Vec::new(), ids(&[4])));
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..500 {
+            let mut pick = || {
+                let set: BTreeSet<NodeId> = (0..rng.gen_range(0..40)).map(|_| NodeId(rng.gen_range(0..60))).collect();
+                set
+            };
+            let (before, after) = (pick(), pick());
+            let (gained, lost) =
+                sorted_difference(&before.iter().copied().collect::<Vec<_>>(), &after.iter().copied().collect::<Vec<_>>());
+            assert_eq!(gained, after.difference(&before).copied().collect::<Vec<_>>());
+            assert_eq!(lost, before.difference(&after).copied().collect::<Vec<_>>());
+        }
     }
 
     fn record(id: i64, expiry_ms: Option<i64>) -> NodeRecord {
@@ -996,6 +1080,29 @@ mod tests {
             }
         }
         assert!(checked_peers > 1000, "the sequence kept tailnets too small to test the cache: {checked_peers} peers");
+    }
+
+    /// A checked policy is applied with the compilation made while checking it, unless the tailnet changed in
+    /// between: then that compilation would not know of the new node.
+    #[test]
+    fn a_checked_policy_is_compiled_again_when_nodes_changed_meanwhile() {
+        let settings = Settings { map_coalesce_window: Duration::ZERO, ..Settings::for_tests(Default::default()) };
+        let tailnet = tailnet();
+        tailnet.upsert_node(record(1, None), SessionFields::FromRecord, &settings);
+        tailnet.upsert_node(record(2, None), SessionFields::FromRecord, &settings);
+        let text = r#"{"acls":[{"action":"accept","src":["*"],"dst":["*:*"]}]}"#;
+        let peers = |id: i64| tailnet.grants_of(NodeId(id), &settings).unwrap().peers.into_iter().collect::<Vec<_>>();
+
+        let unchanged = tailnet.check_policy(text).unwrap();
+        tailnet.apply_checked_policy(unchanged, text, &settings);
+        assert_eq!(peers(1), vec![NodeId(2)]);
+        assert_eq!(tailnet.policy_text(), text);
+
+        let stale = tailnet.check_policy(text).unwrap();
+        tailnet.upsert_node(record(3, None), SessionFields::FromRecord, &settings);
+        tailnet.apply_checked_policy(stale, text, &settings);
+        assert_eq!(peers(1), vec![NodeId(2), NodeId(3)]);
+        assert_eq!(peers(3), vec![NodeId(1), NodeId(2)]);
     }
 
     /// Deleting a subnet router recompiles the policy; its peers must still be told it is gone.

@@ -15,13 +15,13 @@ use crate::tailnet::{Node, Tailnet};
 #[derive(Clone, Debug, Default)]
 pub(crate) struct NodeIndex {
     /// Untagged nodes by owning user.
-    pub(crate) by_user: HashMap<u64, BTreeSet<usize>>,
+    pub(crate) by_user: HashMap<u64, BTreeSet<usize>, AddrHash>,
     /// Nodes by tag.
     pub(crate) by_tag: HashMap<String, BTreeSet<usize>>,
     /// Every node address.
     pub(crate) by_addr: BTreeMap<IpAddr, usize>,
     /// Node id → index.
-    pub(crate) by_id: HashMap<u64, usize>,
+    pub(crate) by_id: HashMap<u64, usize, AddrHash>,
     /// Untagged nodes (`autogroup:member`).
     pub(crate) untagged: BTreeSet<usize>,
     /// Tagged nodes (`autogroup:tagged`).
@@ -33,8 +33,9 @@ pub(crate) struct NodeIndex {
 }
 
 /// The hasher for maps keyed by node addresses (and sets of them), which rendering a large rule
-/// looks up once per address. The addresses are the control plane's own allocations, so the
-/// flooding resistance of the standard library's hasher buys nothing here (rustc's own hasher).
+/// looks up once per address, and by node and user ids, which peer lists look up once per peer.
+/// All are the control plane's own allocations, so the flooding resistance of the standard
+/// library's hasher buys nothing here (rustc's own hasher).
 pub(crate) type AddrHash = rustc_hash::FxBuildHasher;
 
 impl NodeIndex {
