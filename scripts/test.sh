@@ -53,6 +53,11 @@ else
     build_tests() { cargo test --no-run --locked --workspace; }
 fi
 
+if cargo fmt --version >/dev/null 2>&1; then
+    log "checking formatting (rustfmt.toml)"
+    cargo fmt --check
+fi
+
 log "building"
 cargo build --locked --workspace
 build_tests

@@ -46,7 +46,9 @@ fn proto_number(raw: Option<&str>) -> Result<u8, ApiError> {
         "icmp" => Ok(1),
         "ipv6-icmp" | "icmpv6" => Ok(58),
         "sctp" => Ok(132),
-        other => other.parse().map_err(|_| bad_request(format!("unknown protocol {other:?}: use tcp, udp, icmp, sctp or a number"))),
+        other => other
+            .parse()
+            .map_err(|_| bad_request(format!("unknown protocol {other:?}: use tcp, udp, icmp, sctp or a number"))),
     }
 }
 

@@ -1,7 +1,9 @@
 //! `/api/v1/preauthkey` and `/api/v1/apikey`: keys are shown in full once, at creation; afterwards they are
 //! named by id or prefix.
 
-use crate::{Api, Path, Query, ApiError, ApiResult, bad_request, json, not_found, parse_body, parse_time, resolve_user};
+use crate::{
+    Api, ApiError, ApiResult, Path, Query, bad_request, json, not_found, parse_body, parse_time, resolve_user,
+};
 use axum::Json;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -32,16 +34,25 @@ pub(crate) async fn create_pre_auth_key(api: Api, body: axum::body::Bytes) -> Ap
         None => None,
     };
     let expiration_ms = parse_time("expiration", req.expiration.as_deref())?;
-    let tags = req.acl_tags.iter().map(|t| Tag::parse(t)).collect::<Result<Vec<_>, _>>().map_err(|e| bad_request(e.to_string()))?;
+    let tags = req
+        .acl_tags
+        .iter()
+        .map(|t| Tag::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_request(e.to_string()))?;
     let (record, secret) = api
         .control
-        .create_pre_auth_key(api.tenant, NewKeyRequest { user, reusable: req.reusable, ephemeral: req.ephemeral, expiration_ms, tags })
+        .create_pre_auth_key(
+            api.tenant,
+            NewKeyRequest { user, reusable: req.reusable, ephemeral: req.ephemeral, expiration_ms, tags },
+        )
         .await?;
     let owner = match record.user_id {
         Some(u) => api.control.list_users(api.tenant).await?.into_iter().find(|x| x.id == u),
         None => None,
     };
-    Ok(Json(serde_json::json!({ "preAuthKey": json::pre_auth_key(&record, owner.as_ref(), Some(&secret)) })).into_response())
+    Ok(Json(serde_json::json!({ "preAuthKey": json::pre_auth_key(&record, owner.as_ref(), Some(&secret)) }))
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -56,8 +67,10 @@ pub(crate) async fn list_pre_auth_keys(api: Api, Query(f): Query<KeyFilter>) -> 
     };
     let users = api.control.list_users(api.tenant).await?;
     let keys = api.control.list_pre_auth_keys(api.tenant, user).await?;
-    let keys: Vec<_> =
-        keys.iter().map(|k| json::pre_auth_key(k, k.user_id.and_then(|u| users.iter().find(|x| x.id == u)), None)).collect();
+    let keys: Vec<_> = keys
+        .iter()
+        .map(|k| json::pre_auth_key(k, k.user_id.and_then(|u| users.iter().find(|x| x.id == u)), None))
+        .collect();
     Ok(Json(serde_json::json!({ "preAuthKeys": keys })).into_response())
 }
 
@@ -75,7 +88,11 @@ pub(crate) struct KeyRef {
 async fn find_pre_auth_key(api: &Api, r: &KeyRef) -> Result<PreAuthKeyRecord, ApiError> {
     let named = r.id.as_deref().filter(|i| !i.is_empty() && *i != "0").or(r.key.as_deref().filter(|k| !k.is_empty()));
     let Some(named) = named else { return Err(bad_request("name the pre-auth key by id (or by user and key)")) };
-    let record = api.control.find_pre_auth_key(api.tenant, named).await?.ok_or_else(|| not_found(format!("pre-auth key {named:?} not found")))?;
+    let record = api
+        .control
+        .find_pre_auth_key(api.tenant, named)
+        .await?
+        .ok_or_else(|| not_found(format!("pre-auth key {named:?} not found")))?;
     if let Some(user) = r.user.as_deref().filter(|u| !u.is_empty() && *u != "0") {
         let user = resolve_user(api, user).await?;
         if record.user_id != Some(user) {

@@ -7,11 +7,11 @@
 //! legacy (`/api/v1/machine…`) aliases; `openapi.json` describes them.
 #![deny(missing_docs)]
 
-mod policy;
 mod debug;
 mod json;
 mod keys;
 mod nodes;
+mod policy;
 mod users;
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -31,7 +31,9 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 /// The API routes without authentication, scoped to `tenant` (the default tenant on a single-tenant install).
 /// Serve them only where the transport itself restricts access (the admin unix socket).
 pub fn routes(control: Arc<Control>, tenant: TenantId) -> Router {
-    Router::new().route("/api/v1/openapi.json", get(openapi)).merge(api_router().with_state(ApiState { control, tenant }))
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .merge(api_router().with_state(ApiState { control, tenant }))
 }
 
 /// The API routes for a network listener: each request needs a valid, unexpired API key as a bearer token and
@@ -54,7 +56,10 @@ fn api_router() -> Router<ApiState> {
         .route("/api/v1/user", post(users::create).get(users::list))
         .route("/api/v1/user/{id}", delete(users::destroy))
         .route("/api/v1/user/{id}/rename/{new_name}", post(users::rename))
-        .route("/api/v1/preauthkey", post(keys::create_pre_auth_key).get(keys::list_pre_auth_keys).delete(keys::delete_pre_auth_key))
+        .route(
+            "/api/v1/preauthkey",
+            post(keys::create_pre_auth_key).get(keys::list_pre_auth_keys).delete(keys::delete_pre_auth_key),
+        )
         .route("/api/v1/preauthkey/expire", post(keys::expire_pre_auth_key))
         .route("/api/v1/apikey", post(keys::create_api_key).get(keys::list_api_keys))
         .route("/api/v1/apikey/expire", post(keys::expire_api_key))
@@ -184,7 +189,9 @@ fn unauthorized(message: impl Into<String>) -> ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match &e {
-            ControlError::Invalid { .. } | ControlError::ClientTooOld { .. } | ControlError::Policy(_) => StatusCode::BAD_REQUEST,
+            ControlError::Invalid { .. } | ControlError::ClientTooOld { .. } | ControlError::Policy(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ControlError::PolicyInFile { .. } => StatusCode::CONFLICT,
             ControlError::UnknownNode { .. } | ControlError::UnknownRegistration { .. } => StatusCode::NOT_FOUND,
             ControlError::Store(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
@@ -222,7 +229,9 @@ async fn resolve_user(api: &Api, user: &str) -> Result<UserId, ApiError> {
 /// Parses an optional RFC 3339 time field.
 fn parse_time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
     match value.filter(|e| !e.is_empty()) {
-        Some(e) => json::parse_time_ms(e).map(Some).ok_or_else(|| bad_request(format!("{field} {e:?} is not an RFC 3339 time"))),
+        Some(e) => json::parse_time_ms(e)
+            .map(Some)
+            .ok_or_else(|| bad_request(format!("{field} {e:?} is not an RFC 3339 time"))),
         None => Ok(None),
     }
 }

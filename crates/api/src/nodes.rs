@@ -1,7 +1,7 @@
 //! `/api/v1/node` and its legacy alias `/api/v1/machine`. Every handler answers under the key its path family
 //! uses: `node`/`nodes`, or `machine`/`machines` for Headscale ≤ 0.22 clients.
 
-use crate::{Api, Path, Query, ApiResult, bad_request, json, parse_body, parse_time, resolve_user};
+use crate::{Api, ApiResult, Path, Query, bad_request, json, parse_body, parse_time, resolve_user};
 use axum::Json;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -100,7 +100,12 @@ pub(crate) struct TagsBody {
 pub(crate) async fn set_tags(api: Api, uri: http::Uri, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
     let id = node_id(&id)?;
     let req: TagsBody = parse_body(&body)?;
-    let tags = req.tags.iter().map(|t| Tag::parse(t)).collect::<Result<Vec<_>, _>>().map_err(|e| bad_request(e.to_string()))?;
+    let tags = req
+        .tags
+        .iter()
+        .map(|t| Tag::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_request(e.to_string()))?;
     let view = api.control.set_tags(api.tenant, id, tags).await?;
     one(&api, &uri, &view).await
 }
@@ -111,7 +116,12 @@ pub(crate) struct RoutesBody {
     routes: Vec<String>,
 }
 
-pub(crate) async fn approve_routes(api: Api, uri: http::Uri, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
+pub(crate) async fn approve_routes(
+    api: Api,
+    uri: http::Uri,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
     let id = node_id(&id)?;
     let req: RoutesBody = parse_body(&body)?;
     let view = api.control.approve_routes(api.tenant, id, &req.routes).await?;

@@ -1,6 +1,6 @@
 //! `/api/v1/user`: create, list, rename, delete.
 
-use crate::{Api, Path, Query, ApiResult, json, parse_body, resolve_user};
+use crate::{Api, ApiResult, Path, Query, json, parse_body, resolve_user};
 use axum::Json;
 use axum::response::IntoResponse;
 use serde::Deserialize;

@@ -5,9 +5,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use tailwarden_control::keys::ServerKeys;
 use tailwarden_control::{Control, Settings};
-use std::sync::Arc;
 use tailwarden_store::{NodeRegistration, RegisterMethod, Store};
 use tailwarden_types::{DnsLabel, TenantId};
 
@@ -63,11 +63,21 @@ async fn call(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) 
     call_with(addr, method, path, body, None).await
 }
 
-async fn call_with(addr: std::net::SocketAddr, method: &str, path: &str, body: &str, bearer: Option<&str>) -> (u16, Value) {
+async fn call_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    bearer: Option<&str>,
+) -> (u16, Value) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
-    let mut req = http::Request::builder().method(method).uri(path).header("host", "x").header("content-type", "application/json");
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "x")
+        .header("content-type", "application/json");
     if let Some(token) = bearer {
         req = req.header("authorization", format!("Bearer {token}"));
     }
@@ -97,13 +107,22 @@ async fn users_keys_and_nodes() {
 
     let (s, v) = call(a, "POST", "/api/v1/user", r#"{"name":"alice"}"#).await;
     assert_eq!(s, 409, "duplicate user: {v}");
-    assert!(v["message"].as_str().unwrap().contains("alice") || v["message"].as_str().unwrap().contains("exists"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("alice") || v["message"].as_str().unwrap().contains("exists"),
+        "{v}"
+    );
 
     let (s, v) = call(a, "GET", "/api/v1/user?name=alice", "").await;
     assert_eq!((s, v["users"].as_array().unwrap().len()), (200, 1));
 
     // The key is shown once, in full; listings show only the prefix.
-    let (s, v) = call(a, "POST", "/api/v1/preauthkey", &json!({"user": id, "reusable": true, "aclTags": ["tag:web"]}).to_string()).await;
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/preauthkey",
+        &json!({"user": id, "reusable": true, "aclTags": ["tag:web"]}).to_string(),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let key = v["preAuthKey"]["key"].as_str().unwrap().to_string();
     assert!(key.starts_with("hskey-auth-") && key.len() > 60, "{key}");
@@ -143,9 +162,12 @@ async fn bad_input_gets_json_errors() {
     let id = v["user"]["id"].as_str().unwrap();
     let (s, v) = call(a, "POST", "/api/v1/preauthkey", &json!({"user": id, "aclTags": ["nottag"]}).to_string()).await;
     assert_eq!(s, 400, "{v}");
-    let (s, v) = call(a, "POST", "/api/v1/preauthkey", &json!({"user": id, "expiration": "yesterday"}).to_string()).await;
+    let (s, v) =
+        call(a, "POST", "/api/v1/preauthkey", &json!({"user": id, "expiration": "yesterday"}).to_string()).await;
     assert_eq!(s, 400, "{v}");
-    let (s, _) = call(a, "POST", "/api/v1/preauthkey", &json!({"user": id, "expiration": "2001-01-01T00:00:00Z"}).to_string()).await;
+    let (s, _) =
+        call(a, "POST", "/api/v1/preauthkey", &json!({"user": id, "expiration": "2001-01-01T00:00:00Z"}).to_string())
+            .await;
     assert_eq!(s, 400, "expiration in the past");
 }
 
@@ -175,14 +197,23 @@ async fn api_keys_lifecycle() {
     let (_, v) = call(a, "GET", "/api/v1/apikey", "").await;
     let exp = v["apiKeys"][0]["expiration"].as_str().unwrap();
     assert!(exp < "2999", "expired now: {exp}");
-    assert_eq!(call(a, "POST", "/api/v1/apikey/expire", &json!({"prefix": format!("hskey-api-{prefix}-***")}).to_string()).await.0, 200);
+    assert_eq!(
+        call(a, "POST", "/api/v1/apikey/expire", &json!({"prefix": format!("hskey-api-{prefix}-***")}).to_string())
+            .await
+            .0,
+        200
+    );
     assert_eq!(call(a, "POST", "/api/v1/apikey/expire", r#"{"id":"2"}"#).await.0, 200);
     assert_eq!(call(a, "DELETE", &format!("/api/v1/apikey/{prefix}"), "").await.0, 200);
     let (_, v) = call(a, "GET", "/api/v1/apikey", "").await;
     assert_eq!(v["apiKeys"].as_array().unwrap().len(), 1);
 
     assert_error(&call(a, "DELETE", &format!("/api/v1/apikey/{prefix}"), "").await, 404, "deleted twice");
-    assert_error(&call(a, "POST", "/api/v1/apikey/expire", r#"{"prefix":"nosuchprefix"}"#).await, 404, "unknown prefix");
+    assert_error(
+        &call(a, "POST", "/api/v1/apikey/expire", r#"{"prefix":"nosuchprefix"}"#).await,
+        404,
+        "unknown prefix",
+    );
     assert_error(&call(a, "POST", "/api/v1/apikey/expire", "{}").await, 400, "no prefix");
     assert_error(&call(a, "POST", "/api/v1/apikey/expire", r#"{"prefix":"x","id":"2"}"#).await, 400, "both");
     assert_error(&call(a, "POST", "/api/v1/apikey", r#"{"expiration":"2001-01-01T00:00:00Z"}"#).await, 400, "past");
@@ -190,7 +221,11 @@ async fn api_keys_lifecycle() {
     assert_error(&call(a, "POST", "/api/v1/apikey", "[1,2").await, 400, "not JSON");
     // A full key that does not verify names no key.
     let forged = format!("hskey-api-{prefix}-{}", "A".repeat(key.len() - prefix.len() - "hskey-api--".len()));
-    assert_error(&call(a, "POST", "/api/v1/apikey/expire", &json!({"prefix": forged}).to_string()).await, 404, "forged");
+    assert_error(
+        &call(a, "POST", "/api/v1/apikey/expire", &json!({"prefix": forged}).to_string()).await,
+        404,
+        "forged",
+    );
 }
 
 #[tokio::test]
@@ -219,7 +254,11 @@ async fn network_listener_requires_a_valid_api_key() {
     let tcp = tokio::net::TcpStream::connect(public).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
-    let req = http::Request::get("/api/v1/user").header("host", "x").header("authorization", format!("Basic {key}")).body(Full::new(Bytes::new())).unwrap();
+    let req = http::Request::get("/api/v1/user")
+        .header("host", "x")
+        .header("authorization", format!("Basic {key}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     assert_eq!(sender.send_request(req).await.unwrap().status(), 401);
 
     let (s, v) = call_with(public, "GET", "/api/v1/apikey", "", Some(&key)).await;
@@ -284,29 +323,56 @@ async fn pre_auth_keys_expire_and_delete() {
     call(a, "POST", "/api/v1/user", r#"{"name":"bob"}"#).await;
     let mut keys = Vec::new();
     for _ in 0..4 {
-        let (_, v) = call(a, "POST", "/api/v1/preauthkey", &json!({"user": alice, "reusable": true, "expiration": "2999-01-01T00:00:00Z"}).to_string()).await;
-        keys.push((v["preAuthKey"]["id"].as_str().unwrap().to_string(), v["preAuthKey"]["key"].as_str().unwrap().to_string()));
+        let (_, v) = call(
+            a,
+            "POST",
+            "/api/v1/preauthkey",
+            &json!({"user": alice, "reusable": true, "expiration": "2999-01-01T00:00:00Z"}).to_string(),
+        )
+        .await;
+        keys.push((
+            v["preAuthKey"]["id"].as_str().unwrap().to_string(),
+            v["preAuthKey"]["key"].as_str().unwrap().to_string(),
+        ));
     }
     let expired = |v: &Value, id: &str| {
-        v["preAuthKeys"].as_array().unwrap().iter().find(|k| k["id"] == id).unwrap()["expiration"].as_str().unwrap() < "2999"
+        v["preAuthKeys"].as_array().unwrap().iter().find(|k| k["id"] == id).unwrap()["expiration"].as_str().unwrap()
+            < "2999"
     };
     // Current Headscale: by id.
     assert_eq!(call(a, "POST", "/api/v1/preauthkey/expire", &json!({"id": keys[0].0}).to_string()).await.0, 200);
     // Older Headscale: user and full key.
-    assert_eq!(call(a, "POST", "/api/v1/preauthkey/expire", &json!({"user": "alice", "key": keys[1].1}).to_string()).await.0, 200);
+    assert_eq!(
+        call(a, "POST", "/api/v1/preauthkey/expire", &json!({"user": "alice", "key": keys[1].1}).to_string()).await.0,
+        200
+    );
     // The listed form names a key too.
     let (_, v) = call(a, "GET", "/api/v1/preauthkey", "").await;
     let listed = v["preAuthKeys"][2]["key"].as_str().unwrap().to_string();
-    assert_eq!(call(a, "POST", "/api/v1/preauthkey/expire", &json!({"user": alice, "key": listed}).to_string()).await.0, 200);
+    assert_eq!(
+        call(a, "POST", "/api/v1/preauthkey/expire", &json!({"user": alice, "key": listed}).to_string()).await.0,
+        200
+    );
     let (_, v) = call(a, "GET", "/api/v1/preauthkey", "").await;
-    assert!(expired(&v, &keys[0].0) && expired(&v, &keys[1].0) && expired(&v, &keys[2].0) && !expired(&v, &keys[3].0), "{v}");
+    assert!(
+        expired(&v, &keys[0].0) && expired(&v, &keys[1].0) && expired(&v, &keys[2].0) && !expired(&v, &keys[3].0),
+        "{v}"
+    );
 
-    assert_error(&call(a, "POST", "/api/v1/preauthkey/expire", &json!({"user": "bob", "key": keys[3].1}).to_string()).await, 404, "another user's key");
+    assert_error(
+        &call(a, "POST", "/api/v1/preauthkey/expire", &json!({"user": "bob", "key": keys[3].1}).to_string()).await,
+        404,
+        "another user's key",
+    );
     assert_error(&call(a, "POST", "/api/v1/preauthkey/expire", r#"{"id":"999"}"#).await, 404, "unknown id");
     assert_error(&call(a, "POST", "/api/v1/preauthkey/expire", "{}").await, 400, "no key named");
     assert_error(&call(a, "POST", "/api/v1/preauthkey/expire", r#"{"id":{}}"#).await, 400, "id of the wrong type");
     let forged = format!("{}{}", &keys[3].1[..keys[3].1.len() - 4], "AAAA");
-    assert_error(&call(a, "POST", "/api/v1/preauthkey/expire", &json!({"key": forged}).to_string()).await, 404, "forged key");
+    assert_error(
+        &call(a, "POST", "/api/v1/preauthkey/expire", &json!({"key": forged}).to_string()).await,
+        404,
+        "forged key",
+    );
 
     assert_eq!(call(a, "DELETE", &format!("/api/v1/preauthkey?id={}", keys[0].0), "").await.0, 200);
     assert_eq!(call(a, "DELETE", &format!("/api/v1/preauthkey?user=alice&key={}", keys[1].1), "").await.0, 200);
@@ -325,7 +391,8 @@ async fn node_tags_routes_expiry_and_legacy_machine_aliases() {
 
     let (s, v) = call(a, "POST", "/api/v1/node/1/tags", r#"{"tags":["tag:web","tag:db"]}"#).await;
     assert_eq!((s, &v["node"]["tags"]), (200, &json!(["tag:db", "tag:web"])), "{v}");
-    let (s, v) = call(a, "POST", "/api/v1/node/1/approve_routes", r#"{"routes":["10.0.0.0/24","192.168.0.0/16"]}"#).await;
+    let (s, v) =
+        call(a, "POST", "/api/v1/node/1/approve_routes", r#"{"routes":["10.0.0.0/24","192.168.0.0/16"]}"#).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["node"]["approvedRoutes"], json!(["10.0.0.0/24", "192.168.0.0/16"]));
     assert_eq!(v["node"]["subnetRoutes"], json!(["10.0.0.0/24"]), "only advertised routes are served");
@@ -405,7 +472,8 @@ fn routes_in_source() -> Vec<(String, String)> {
         }
         let expr = &rest[end..stop];
         for m in ["get", "post", "delete", "put", "patch"] {
-            if expr.contains(&format!(" {m}(")) || expr.contains(&format!(".{m}(")) || expr.contains(&format!(",{m}(")) {
+            if expr.contains(&format!(" {m}(")) || expr.contains(&format!(".{m}(")) || expr.contains(&format!(",{m}("))
+            {
                 out.push((m.to_uppercase(), path.clone()));
             }
         }
@@ -433,7 +501,8 @@ async fn openapi_covers_every_route() {
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for (method, _) in ops.as_object().unwrap() {
             documented.push((method.to_uppercase(), path.clone()));
-            let concrete = path.replace("{id}", "999").replace("{name}", "x").replace("{new_name}", "x").replace("{prefix}", "x");
+            let concrete =
+                path.replace("{id}", "999").replace("{name}", "x").replace("{new_name}", "x").replace("{prefix}", "x");
             let (s, v) = call(a, &method.to_uppercase(), &concrete, "{}").await;
             assert!(s != 405 && !(s == 404 && v.is_null()), "{method} {path} is documented but not routed ({s})");
         }
@@ -449,11 +518,24 @@ async fn garbage_gets_client_errors_never_server_errors() {
     let local = serve(tailwarden_api::routes(control, T)).await;
     let (_, v) = call(local, "POST", "/api/v1/apikey", "").await;
     let key = v["apiKey"].as_str().unwrap().to_string();
-    let bodies = ["", "null", "[]", "{", "\"x\"", "{\"tags\":[null]}", "{\"routes\":[1]}", "{\"id\":-1}", "{\"user\":1.5,\"key\":{}}", "{\"expiration\":5}", "\u{feff}{}"];
+    let bodies = [
+        "",
+        "null",
+        "[]",
+        "{",
+        "\"x\"",
+        "{\"tags\":[null]}",
+        "{\"routes\":[1]}",
+        "{\"id\":-1}",
+        "{\"user\":1.5,\"key\":{}}",
+        "{\"expiration\":5}",
+        "\u{feff}{}",
+    ];
     let ids = ["0", "-1", "%FF", "9223372036854775808", "a%2Fb", "..", "1"];
     for (method, path) in routes_in_source() {
         for id in ids {
-            let concrete = path.replace("{id}", id).replace("{name}", id).replace("{new_name}", id).replace("{prefix}", id);
+            let concrete =
+                path.replace("{id}", id).replace("{name}", id).replace("{new_name}", id).replace("{prefix}", id);
             for body in bodies {
                 for (addr, bearer) in [(local, None), (public, Some(key.as_str()))] {
                     let (s, v) = call_with(addr, &method, &concrete, body, bearer).await;

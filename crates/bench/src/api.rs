@@ -19,12 +19,24 @@ pub struct Api {
 impl Api {
     /// Creates a user and returns its id.
     pub async fn create_user(&self, name: &str) -> Result<String, BenchError> {
-        let v = http1::json(&self.base, Method::POST, "/api/v1/user", Some(&self.key), Some(&json!({ "name": name })), "POST /api/v1/user").await?;
+        let v = http1::json(
+            &self.base,
+            Method::POST,
+            "/api/v1/user",
+            Some(&self.key),
+            Some(&json!({ "name": name })),
+            "POST /api/v1/user",
+        )
+        .await?;
         // Headscale writes the uint64 id as a string; accept a number too.
         match &v["user"]["id"] {
             serde_json::Value::String(s) => Ok(s.clone()),
             serde_json::Value::Number(n) => Ok(n.to_string()),
-            _ => Err(BenchError::Status { during: "POST /api/v1/user", status: 200, body: "answer without user.id".into() }),
+            _ => Err(BenchError::Status {
+                during: "POST /api/v1/user",
+                status: 200,
+                body: "answer without user.id".into(),
+            }),
         }
     }
 
@@ -35,16 +47,33 @@ impl Api {
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|_| BenchError::Options("the key expiration is not representable"))?;
         let body = json!({ "user": user_id, "reusable": true, "ephemeral": false, "expiration": expiration });
-        let v = http1::json(&self.base, Method::POST, "/api/v1/preauthkey", Some(&self.key), Some(&body), "POST /api/v1/preauthkey").await?;
-        v["preAuthKey"]["key"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| BenchError::Status { during: "POST /api/v1/preauthkey", status: 200, body: "answer without preAuthKey.key".into() })
+        let v = http1::json(
+            &self.base,
+            Method::POST,
+            "/api/v1/preauthkey",
+            Some(&self.key),
+            Some(&body),
+            "POST /api/v1/preauthkey",
+        )
+        .await?;
+        v["preAuthKey"]["key"].as_str().map(str::to_string).ok_or_else(|| BenchError::Status {
+            during: "POST /api/v1/preauthkey",
+            status: 200,
+            body: "answer without preAuthKey.key".into(),
+        })
     }
 
     /// Replaces the policy (the server must keep its policy in the database).
     pub async fn set_policy(&self, text: &str) -> Result<(), BenchError> {
-        http1::json(&self.base, Method::PUT, "/api/v1/policy", Some(&self.key), Some(&json!({ "policy": text })), "PUT /api/v1/policy").await?;
+        http1::json(
+            &self.base,
+            Method::PUT,
+            "/api/v1/policy",
+            Some(&self.key),
+            Some(&json!({ "policy": text })),
+            "PUT /api/v1/policy",
+        )
+        .await?;
         Ok(())
     }
 }

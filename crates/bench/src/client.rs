@@ -2,9 +2,9 @@
 //! payload → HTTP/2 with prior knowledge, then `/machine/register` and `/machine/map` requests as a Go client sends
 //! them (capability version 130, zstd map stream, lite endpoint updates on the same connection).
 
+use crate::BenchError;
 use crate::http1::{self, BaseUrl};
 use crate::stream::{Compression, Deframer, Received};
-use crate::BenchError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -103,14 +103,18 @@ impl Connection {
             "POST {}/ts2021 HTTP/1.1\r\nHost: {}\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {init}\r\n\r\n",
             target.control.prefix, target.control.authority
         );
-        tcp.write_all(upgrade.as_bytes()).await.map_err(|source| BenchError::Io { during: "sending the ts2021 upgrade", source })?;
+        tcp.write_all(upgrade.as_bytes())
+            .await
+            .map_err(|source| BenchError::Io { during: "sending the ts2021 upgrade", source })?;
         let head = read_head(&mut tcp).await?;
         if !head.starts_with("HTTP/1.1 101") {
             return Err(BenchError::Upgrade(head.lines().next().unwrap_or_default().to_string()));
         }
         let mut io = hs.complete(tcp, &id.machine).await.map_err(BenchError::Noise)?;
         let mut early = [0u8; 9];
-        io.read_exact(&mut early).await.map_err(|source| BenchError::Io { during: "reading the early payload", source })?;
+        io.read_exact(&mut early)
+            .await
+            .map_err(|source| BenchError::Io { during: "reading the early payload", source })?;
         if &early[..5] != EARLY_MAGIC {
             return Err(BenchError::EarlyPayload);
         }
@@ -120,7 +124,9 @@ impl Connection {
         }
         // The challenge inside is unused by current clients too; it only has to be consumed.
         let mut challenge = vec![0u8; len];
-        io.read_exact(&mut challenge).await.map_err(|source| BenchError::Io { during: "reading the early payload", source })?;
+        io.read_exact(&mut challenge)
+            .await
+            .map_err(|source| BenchError::Io { during: "reading the early payload", source })?;
         let (h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
             .map_err(|source| BenchError::Http { during: "HTTP/2 handshake", source })?;
@@ -131,7 +137,12 @@ impl Connection {
         Ok(Connection { h2, control: target.control.clone(), compression: target.compression, _driver: driver })
     }
 
-    async fn post(&mut self, path: &str, body: Value, during: &'static str) -> Result<http::Response<Incoming>, BenchError> {
+    async fn post(
+        &mut self,
+        path: &str,
+        body: Value,
+        during: &'static str,
+    ) -> Result<http::Response<Incoming>, BenchError> {
         let req = http::Request::post(self.control.url(path))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
@@ -139,7 +150,11 @@ impl Connection {
         let resp = self.h2.send_request(req).await.map_err(|source| BenchError::Http { during, source })?;
         if resp.status() != http::StatusCode::OK {
             let status = resp.status().as_u16();
-            let text = resp.into_body().collect().await.map(|b| String::from_utf8_lossy(&b.to_bytes()).chars().take(300).collect());
+            let text = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).chars().take(300).collect());
             return Err(BenchError::Status { during, status, body: text.unwrap_or_default() });
         }
         Ok(resp)
@@ -160,20 +175,30 @@ impl Connection {
             body["Auth"] = json!({ "AuthKey": k });
         }
         let resp = self.post("/machine/register", body, DURING).await?;
-        let bytes = resp.into_body().collect().await.map_err(|source| BenchError::Http { during: DURING, source })?.to_bytes();
-        let v: Value = serde_json::from_slice(&bytes).map_err(|source| BenchError::Json { what: "RegisterResponse", source })?;
+        let bytes =
+            resp.into_body().collect().await.map_err(|source| BenchError::Http { during: DURING, source })?.to_bytes();
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|source| BenchError::Json { what: "RegisterResponse", source })?;
         let error = v["Error"].as_str().unwrap_or_default();
         if !error.is_empty() {
             return Err(BenchError::Register(error.to_string()));
         }
         if v["MachineAuthorized"] != true || v["NodeKeyExpired"] == true {
-            return Err(BenchError::Register(format!("not admitted (AuthURL {:?})", v["AuthURL"].as_str().unwrap_or_default())));
+            return Err(BenchError::Register(format!(
+                "not admitted (AuthURL {:?})",
+                v["AuthURL"].as_str().unwrap_or_default()
+            )));
         }
         Ok(())
     }
 
     /// Opens the streaming map poll and waits for its first message.
-    pub async fn open_map(&mut self, id: &Identity, disco: &str, endpoints: &[String]) -> Result<MapStream, BenchError> {
+    pub async fn open_map(
+        &mut self,
+        id: &Identity,
+        disco: &str,
+        endpoints: &[String],
+    ) -> Result<MapStream, BenchError> {
         let body = json!({
             "Version": u16::from(CAPVER),
             "NodeKey": id.node_key(),
@@ -240,7 +265,8 @@ async fn dial(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, Ben
     let tcp = match source {
         None => TcpStream::connect(addr).await.map_err(io("connecting"))?,
         Some(ip) => {
-            let socket = if ip.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(io("creating a socket"))?;
+            let socket = if ip.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+                .map_err(io("creating a socket"))?;
             socket.bind(SocketAddr::new(ip, 0)).map_err(io("binding the source address"))?;
             socket.connect(addr).await.map_err(io("connecting"))?
         }
@@ -257,7 +283,11 @@ async fn read_head(tcp: &mut TcpStream) -> Result<String, BenchError> {
         if head.len() > 8192 {
             return Err(BenchError::Upgrade("response head over 8 KiB".into()));
         }
-        head.push(tcp.read_u8().await.map_err(|source| BenchError::Io { during: "reading the ts2021 upgrade response", source })?);
+        head.push(
+            tcp.read_u8()
+                .await
+                .map_err(|source| BenchError::Io { during: "reading the ts2021 upgrade response", source })?,
+        );
     }
     Ok(String::from_utf8_lossy(&head).into_owned())
 }

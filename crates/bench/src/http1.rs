@@ -27,10 +27,17 @@ impl BaseUrl {
         let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
         let addr: SocketAddr = match authority.parse() {
             Ok(a) => a,
-            Err(_) => authority.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 80)).map_err(|_| bad("the host must be an IP address"))?,
+            Err(_) => authority
+                .parse::<IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 80))
+                .map_err(|_| bad("the host must be an IP address"))?,
         };
         let prefix = path.trim_end_matches('/');
-        Ok(BaseUrl { addr, authority: authority.to_string(), prefix: if prefix.is_empty() { String::new() } else { format!("/{prefix}") } })
+        Ok(BaseUrl {
+            addr,
+            authority: authority.to_string(),
+            prefix: if prefix.is_empty() { String::new() } else { format!("/{prefix}") },
+        })
     }
 
     /// The absolute URL of `path` (which starts with `/`).
@@ -49,11 +56,13 @@ pub async fn request(
     during: &'static str,
 ) -> Result<(u16, Bytes), BenchError> {
     let tcp = TcpStream::connect(base.addr).await.map_err(|source| BenchError::Io { during, source })?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|source| BenchError::Http { during, source })?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|source| BenchError::Http { during, source })?;
     // The connection task ends when the response is read and the sender dropped.
     tokio::spawn(conn);
-    let mut req = http::Request::builder().method(method).uri(format!("{}{path}", base.prefix)).header("host", &base.authority);
+    let mut req =
+        http::Request::builder().method(method).uri(format!("{}{path}", base.prefix)).header("host", &base.authority);
     if let Some(token) = bearer {
         req = req.header("authorization", format!("Bearer {token}"));
     }

@@ -174,7 +174,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn plan(scenario: &Scenario) -> (Plan, &Common) {
     match scenario {
-        Scenario::Join { common } => (Plan { scenario: "join".into(), layout: Layout::Everyone, phases: vec![] }, common),
+        Scenario::Join { common } => {
+            (Plan { scenario: "join".into(), layout: Layout::Everyone, phases: vec![] }, common)
+        }
         Scenario::Churn { common, period, fraction } => (
             Plan {
                 scenario: "churn".into(),
@@ -223,7 +225,10 @@ fn raise_open_files() -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let (plan, common) = plan(&cli.scenario);
     let nofile = raise_open_files();

@@ -51,7 +51,8 @@ impl ProcSample {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let ticks = rustix::param::clock_ticks_per_second();
-        parse(&stat, &status, ticks).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unreadable /proc/{pid}")))
+        parse(&stat, &status, ticks)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unreadable /proc/{pid}")))
     }
 }
 
@@ -62,7 +63,8 @@ fn parse(stat: &str, status: &str, ticks_per_s: u64) -> Option<ProcSample> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    let rss_kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let rss_kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(ProcSample { cpu_s: (utime + stime) as f64 / ticks_per_s as f64, rss_bytes: rss_kb * 1024 })
 }
 

@@ -133,7 +133,11 @@ impl Report {
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut t = String::new();
-        let _ = writeln!(t, "scenario {} · {} clients · {} · {:.1} s", self.scenario, self.clients, self.control_url, self.wall_s);
+        let _ = writeln!(
+            t,
+            "scenario {} · {} clients · {} · {:.1} s",
+            self.scenario, self.clients, self.control_url, self.wall_s
+        );
         let j = &self.join;
         let _ = writeln!(t, "{:<38} {:>12}", "joined", j.joined);
         let _ = writeln!(t, "{:<38} {:>12.1}", "joins/s", j.joins_per_s);
@@ -152,7 +156,12 @@ impl Report {
                 }
             }
             let _ = writeln!(t, "{:<38} {:>12.0}", "  bytes/change/watcher", c.bytes_per_change_per_watcher);
-            let _ = writeln!(t, "{:<38} {:>12}", "  unaffected watcher-rounds / bytes", format!("{} / {}", c.unaffected_watchers, c.unaffected_bytes));
+            let _ = writeln!(
+                t,
+                "{:<38} {:>12}",
+                "  unaffected watcher-rounds / bytes",
+                format!("{} / {}", c.unaffected_watchers, c.unaffected_bytes)
+            );
             if let Some(cpu) = c.server_cpu_s_per_change {
                 let _ = writeln!(t, "{:<38} {:>12.4}", "  server CPU-s/change", cpu);
             }

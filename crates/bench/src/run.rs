@@ -1,6 +1,7 @@
 //! Running a plan: set up users and policy, join every client, wait until every map is complete, then make
 //! changes in rounds and time their delivery to each affected watcher.
 
+use crate::BenchError;
 use crate::api::Api;
 use crate::client::{self, AbortOnDrop, Connection, Identity, Target};
 use crate::http1::BaseUrl;
@@ -10,7 +11,6 @@ use crate::stream::Compression;
 use crate::topology::{ALLOW_ALL, Bridge, Groups};
 use crate::view::Expect;
 use crate::watch::{Shared, Watch};
-use crate::BenchError;
 use rand::rngs::StdRng;
 use rand::seq::{IteratorRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
@@ -120,7 +120,8 @@ pub struct Plan {
 /// Runs `plan` and reports. Only setup failures (bad options, unreachable server, refused API calls) are errors;
 /// everything that goes wrong for single clients is counted in the report.
 pub async fn run(plan: &Plan, opts: &Options) -> Result<Report, BenchError> {
-    let started_at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let started_at =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let t_start = Instant::now();
     let mut r = Runner::new(plan, opts).await?;
     r.report.started_at = started_at;
@@ -165,7 +166,12 @@ struct Device {
 
 impl Slot {
     fn device(&self) -> Device {
-        Device { id: self.id.clone(), source: self.source, disco: self.disco.clone(), endpoints: self.endpoints.clone() }
+        Device {
+            id: self.id.clone(),
+            source: self.source,
+            disco: self.disco.clone(),
+            endpoints: self.endpoints.clone(),
+        }
     }
 }
 
@@ -178,7 +184,13 @@ struct Joined {
 }
 
 /// Connects, registers (with the key when joining, without when restarting) and reads the first map.
-async fn bring_up(target: Target, dev: Device, auth_key: Option<Arc<str>>, shared: Arc<Shared>, timeout: Duration) -> Result<Joined, BenchError> {
+async fn bring_up(
+    target: Target,
+    dev: Device,
+    auth_key: Option<Arc<str>>,
+    shared: Arc<Shared>,
+    timeout: Duration,
+) -> Result<Joined, BenchError> {
     let attempt = async {
         let start = Instant::now();
         let mut conn = Connection::open(&target, &dev.id, dev.source).await?;
@@ -192,7 +204,9 @@ async fn bring_up(target: Target, dev: Device, auth_key: Option<Arc<str>>, share
         let reader = AbortOnDrop(tokio::spawn(watch.clone().run(stream)));
         Ok(Joined { live: Live { conn, watch, _reader: reader }, node_id, register, first_map })
     };
-    tokio::time::timeout(timeout, attempt).await.map_err(|_| BenchError::Timeout { during: "joining", after: timeout })?
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| BenchError::Timeout { during: "joining", after: timeout })?
 }
 
 /// A change to make in a round.
@@ -234,8 +248,17 @@ async fn act(change: usize, a: Act, target: Target, shared: Arc<Shared>, timeout
             let t0 = Instant::now();
             drop(old);
             match bring_up(target, dev, None, shared, timeout).await {
-                Ok(j) => Done { change, t0, slot: Some(slot), live: Some(j.live), rejoin: Some(j.first_map), error: None },
-                Err(e) => Done { change, t0, slot: Some(slot), live: None, rejoin: None, error: Some(format!("reconnect: {e}")) },
+                Ok(j) => {
+                    Done { change, t0, slot: Some(slot), live: Some(j.live), rejoin: Some(j.first_map), error: None }
+                }
+                Err(e) => Done {
+                    change,
+                    t0,
+                    slot: Some(slot),
+                    live: None,
+                    rejoin: None,
+                    error: Some(format!("reconnect: {e}")),
+                },
             }
         }
         Act::Policy { api, text } => {
@@ -301,7 +324,9 @@ impl Runner {
             IpAddr::V4(ip) if ip.is_loopback() && opts.source_addrs > 1 => {
                 (1..=opts.source_addrs).map(|k| Some(IpAddr::from([127, 0, 0, k]))).collect()
             }
-            _ if opts.source_addrs > 1 => return Err(BenchError::Options("--source-addrs needs a 127.x control address")),
+            _ if opts.source_addrs > 1 => {
+                return Err(BenchError::Options("--source-addrs needs a 127.x control address"));
+            }
             _ => vec![None],
         };
         let rng = StdRng::seed_from_u64(opts.seed);
@@ -320,7 +345,12 @@ impl Runner {
             })
             .collect();
         let target = Target { control, server_key, compression: opts.compression };
-        let report = Report { scenario: plan.scenario.clone(), clients: opts.clients, control_url: opts.control_url.clone(), ..Default::default() };
+        let report = Report {
+            scenario: plan.scenario.clone(),
+            clients: opts.clients,
+            control_url: opts.control_url.clone(),
+            ..Default::default()
+        };
         Ok(Runner {
             opts: opts.clone(),
             target,
@@ -362,7 +392,13 @@ impl Runner {
         for (i, s) in self.slots.iter().enumerate() {
             // The semaphore is never closed, so acquiring only waits.
             let Ok(permit) = sem.clone().acquire_owned().await else { break };
-            let fut = bring_up(self.target.clone(), s.device(), Some(s.auth_key.clone()), self.shared.clone(), self.opts.op_timeout);
+            let fut = bring_up(
+                self.target.clone(),
+                s.device(),
+                Some(s.auth_key.clone()),
+                self.shared.clone(),
+                self.opts.op_timeout,
+            );
             set.spawn(async move {
                 let r = fut.await;
                 drop(permit);
@@ -412,7 +448,9 @@ impl Runner {
 
     /// The node IDs each group must see (everyone: one group), shared by that group's watchers.
     fn visible_lists(&self) -> Vec<Arc<Vec<i64>>> {
-        let ids = |range: std::ops::Range<usize>| -> Vec<i64> { self.slots[range].iter().filter_map(|s| s.node_id).collect() };
+        let ids = |range: std::ops::Range<usize>| -> Vec<i64> {
+            self.slots[range].iter().filter_map(|s| s.node_id).collect()
+        };
         match &self.groups {
             None => vec![Arc::new(ids(0..self.slots.len()))],
             Some(g) => (0..g.count())
@@ -446,7 +484,8 @@ impl Runner {
         self.wait_outstanding(deadline).await;
         for s in &self.slots {
             if let Some(l) = &s.live {
-                self.report.errors.settle_missing += l.watch.take_pending().iter().filter(|p| p.met_at.is_none()).count();
+                self.report.errors.settle_missing +=
+                    l.watch.take_pending().iter().filter(|p| p.met_at.is_none()).count();
             }
         }
         // Late joiners' online patches and the like may still be on their way; changes must start from silence.
@@ -573,8 +612,17 @@ impl Runner {
         self.slots.iter().map(|s| s.live.as_ref().map(|l| l.watch.lock().bytes)).collect()
     }
 
-    fn watchers_of(&self, subject: usize, expect: impl Fn() -> Expect, exclude: &BTreeSet<usize>) -> Vec<(usize, Expect)> {
-        self.live_indices().into_iter().filter(|&w| w != subject && !exclude.contains(&w) && self.sees(subject, w)).map(|w| (w, expect())).collect()
+    fn watchers_of(
+        &self,
+        subject: usize,
+        expect: impl Fn() -> Expect,
+        exclude: &BTreeSet<usize>,
+    ) -> Vec<(usize, Expect)> {
+        self.live_indices()
+            .into_iter()
+            .filter(|&w| w != subject && !exclude.contains(&w) && self.sees(subject, w))
+            .map(|w| (w, expect()))
+            .collect()
     }
 
     async fn endpoint_phase(&mut self, count: usize, within: Duration) {
@@ -588,11 +636,18 @@ impl Runner {
             self.next_endpoint += 1;
             let endpoint = format!("[2001:db8:2::{:x}:{:x}]:41641", n >> 16, n & 0xffff);
             let Some(peer) = self.slots[x].node_id else { break };
-            let watchers = self.watchers_of(x, || Expect::Endpoint { peer, endpoint: endpoint.clone() }, &BTreeSet::new());
+            let watchers =
+                self.watchers_of(x, || Expect::Endpoint { peer, endpoint: endpoint.clone() }, &BTreeSet::new());
             let slot = &mut self.slots[x];
             slot.endpoints = vec![endpoint.clone()];
             let Some(live) = slot.live.take() else { break };
-            let a = Act::Endpoint { slot: x, live, id: slot.id.clone(), disco: slot.disco.clone(), endpoints: slot.endpoints.clone() };
+            let a = Act::Endpoint {
+                slot: x,
+                live,
+                id: slot.id.clone(),
+                disco: slot.disco.clone(),
+                endpoints: slot.endpoints.clone(),
+            };
             self.round("endpoint", vec![(Change { kind: "endpoint", subject: Some(x), watchers }, a)]).await;
         }
     }
@@ -603,7 +658,8 @@ impl Runner {
         let joined: Vec<usize> = (0..self.slots.len()).filter(|&i| self.slots[i].node_id.is_some()).collect();
         while Instant::now() < end {
             let round_start = Instant::now();
-            let chosen: BTreeSet<usize> = joined.iter().copied().choose_multiple(&mut self.rng, per_round).into_iter().collect();
+            let chosen: BTreeSet<usize> =
+                joined.iter().copied().choose_multiple(&mut self.rng, per_round).into_iter().collect();
             let mut planned = Vec::new();
             for &x in &chosen {
                 let Some(peer) = self.slots[x].node_id else { continue };
@@ -665,10 +721,16 @@ impl Runner {
             } else {
                 self.bridges.remove(&bridge);
             }
-            let ids = |g: usize| Arc::new(self.slots[groups.members(g)].iter().filter_map(|s| s.node_id).collect::<Vec<i64>>());
+            let ids = |g: usize| {
+                Arc::new(self.slots[groups.members(g)].iter().filter_map(|s| s.node_id).collect::<Vec<i64>>())
+            };
             let (ids_a, ids_b) = (ids(bridge.0), ids(bridge.1));
             let expect = |other: &Arc<Vec<i64>>| {
-                if adding { Expect::Present { peers: other.clone(), online: false } } else { Expect::Absent { peers: other.clone() } }
+                if adding {
+                    Expect::Present { peers: other.clone(), online: false }
+                } else {
+                    Expect::Absent { peers: other.clone() }
+                }
             };
             let live = self.live_indices();
             let mut watchers: Vec<(usize, Expect)> = Vec::new();
@@ -714,13 +776,18 @@ impl Runner {
                 missing_deliveries: acc.missing,
                 latency: Summary::of(&mut acc.latencies),
                 latency_by_kind: acc.by_kind.iter_mut().map(|(k, v)| (k.to_string(), Summary::of(v))).collect(),
-                bytes_per_change_per_watcher: if acc.expected > 0 { acc.affected_bytes as f64 / acc.expected as f64 } else { 0.0 },
+                bytes_per_change_per_watcher: if acc.expected > 0 {
+                    acc.affected_bytes as f64 / acc.expected as f64
+                } else {
+                    0.0
+                },
                 unaffected_watchers: acc.unaffected_watchers,
                 unaffected_bytes: acc.unaffected_bytes,
                 server_cpu_s_per_change: acc.cpu_s.map(|c| c / acc.changes.max(1) as f64),
-                server_cpu_s_per_change_net: acc.cpu_s.zip(self.report.server.as_ref()).map(|(c, server)| {
-                    (c - server.idle_cpu_per_s * acc.wall_s).max(0.0) / acc.changes.max(1) as f64
-                }),
+                server_cpu_s_per_change_net: acc
+                    .cpu_s
+                    .zip(self.report.server.as_ref())
+                    .map(|(c, server)| (c - server.idle_cpu_per_s * acc.wall_s).max(0.0) / acc.changes.max(1) as f64),
             };
             self.report.changes.insert(label.to_string(), stats);
         }
@@ -730,7 +797,12 @@ impl Runner {
 
 /// Creates what the layout needs through the API and returns the grouping and the pre-auth keys; client `i` uses
 /// key `i mod len` (segmented runs return one key per client, its owner's).
-async fn setup(layout: &Layout, opts: &Options, api: Option<&Api>, prefix: &str) -> Result<(Option<Groups>, Vec<Arc<str>>), BenchError> {
+async fn setup(
+    layout: &Layout,
+    opts: &Options,
+    api: Option<&Api>,
+    prefix: &str,
+) -> Result<(Option<Groups>, Vec<Arc<str>>), BenchError> {
     // Keys outlive the run comfortably; they are reusable only by whoever holds the secret.
     const KEY_VALIDITY: Duration = Duration::from_secs(24 * 3600);
     match *layout {
@@ -744,15 +816,24 @@ async fn setup(layout: &Layout, opts: &Options, api: Option<&Api>, prefix: &str)
                     let user = api.create_user(&format!("{prefix}-all")).await?;
                     vec![Arc::from(api.create_key(&user, KEY_VALIDITY).await?)]
                 }
-                (true, None) => return Err(BenchError::Options("give --auth-key, or --api-url and --api-key to create one")),
+                (true, None) => {
+                    return Err(BenchError::Options("give --auth-key, or --api-url and --api-key to create one"));
+                }
             };
             Ok((None, keys))
         }
         Layout::Segmented { peers, nodes_per_user } => {
             let Some(api) = api else {
-                return Err(BenchError::Options("the segmented layout creates users, keys and a policy: give --api-url and --api-key"));
+                return Err(BenchError::Options(
+                    "the segmented layout creates users, keys and a policy: give --api-url and --api-key",
+                ));
             };
-            let groups = Groups { clients: opts.clients, group_size: peers + 1, nodes_per_user: nodes_per_user.max(1), prefix: prefix.to_string() };
+            let groups = Groups {
+                clients: opts.clients,
+                group_size: peers + 1,
+                nodes_per_user: nodes_per_user.max(1),
+                prefix: prefix.to_string(),
+            };
             let mut ids = Vec::new();
             for g in 0..groups.count() {
                 for u in 0..groups.users_in(g) {

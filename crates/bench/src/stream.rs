@@ -71,7 +71,8 @@ impl Deframer {
             Compression::None => std::borrow::Cow::Borrowed(payload),
             Compression::Zstd => std::borrow::Cow::Owned(decompress(payload)?),
         };
-        let message = serde_json::from_slice(&json).map_err(|source| BenchError::Json { what: "MapResponse", source })?;
+        let message =
+            serde_json::from_slice(&json).map_err(|source| BenchError::Json { what: "MapResponse", source })?;
         self.buf.drain(..4 + len);
         Ok(Some(Received { wire_bytes: 4 + len as u64, message }))
     }
@@ -167,7 +168,12 @@ mod tests {
     use tailwarden_wire::{MapResponse, PeerChange};
 
     fn server_frames(compression: framing::Compression) -> Vec<u8> {
-        let patch = PeerChange { node_id: 7, endpoints: Some(vec!["[2001:db8::1]:41641".into()]), online: Some(true), ..Default::default() };
+        let patch = PeerChange {
+            node_id: 7,
+            endpoints: Some(vec!["[2001:db8::1]:41641".into()]),
+            online: Some(true),
+            ..Default::default()
+        };
         let delta = MapResponse { peers_changed_patch: vec![patch], peers_removed: vec![3], ..Default::default() };
         let mut out = encode_message(&MapResponse::keep_alive(), compression).unwrap();
         out.extend(encode_message(&delta, compression).unwrap());
@@ -176,7 +182,9 @@ mod tests {
 
     #[test]
     fn reads_what_the_server_encoder_writes_in_any_chunking() {
-        for (theirs, ours) in [(framing::Compression::None, Compression::None), (framing::Compression::Zstd, Compression::Zstd)] {
+        for (theirs, ours) in
+            [(framing::Compression::None, Compression::None), (framing::Compression::Zstd, Compression::Zstd)]
+        {
             let bytes = server_frames(theirs);
             for chunk in [1, 3, 7, bytes.len()] {
                 let mut d = Deframer::new(ours);

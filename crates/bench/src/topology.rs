@@ -71,11 +71,14 @@ impl Groups {
     /// the form both Headscale's policy v2 and tailwarden resolve to a user by name.
     pub fn policy(&self, bridges: &BTreeSet<Bridge>) -> String {
         let groups: serde_json::Map<String, Value> = (0..self.count())
-            .map(|g| (self.group_name(g), (0..self.users_in(g)).map(|u| Value::String(format!("{}@", self.user_name(g, u)))).collect()))
+            .map(|g| {
+                (
+                    self.group_name(g),
+                    (0..self.users_in(g)).map(|u| Value::String(format!("{}@", self.user_name(g, u)))).collect(),
+                )
+            })
             .collect();
-        let rule = |src: usize, dst: usize| {
-            json!({ "action": "accept", "src": [self.group_name(src)], "dst": [format!("{}:*", self.group_name(dst))] })
-        };
+        let rule = |src: usize, dst: usize| json!({ "action": "accept", "src": [self.group_name(src)], "dst": [format!("{}:*", self.group_name(dst))] });
         let mut acls: Vec<Value> = (0..self.count()).map(|g| rule(g, g)).collect();
         acls.extend(bridges.iter().map(|&(a, b)| rule(a, b)));
         json!({ "groups": groups, "acls": acls }).to_string()

@@ -71,7 +71,11 @@ impl PeerView {
 }
 
 fn state_of(n: &crate::stream::PeerNode) -> PeerState {
-    PeerState { endpoints: n.endpoints.clone().unwrap_or_default(), disco_key: n.disco_key.clone().unwrap_or_default(), online: n.online }
+    PeerState {
+        endpoints: n.endpoints.clone().unwrap_or_default(),
+        disco_key: n.disco_key.clone().unwrap_or_default(),
+        online: n.online,
+    }
 }
 
 /// A condition a change must make true in a watcher's view; the moment it first holds is the delivery time.
@@ -123,7 +127,9 @@ impl Expect {
                 .iter()
                 .filter(|id| view.self_id != Some(**id))
                 .all(|id| view.peer(*id).is_some_and(|p| !*online || p.online == Some(true))),
-            Expect::Absent { peers } => peers.iter().filter(|id| view.self_id != Some(**id)).all(|id| view.peer(*id).is_none()),
+            Expect::Absent { peers } => {
+                peers.iter().filter(|id| view.self_id != Some(**id)).all(|id| view.peer(*id).is_none())
+            }
         }
     }
 }
@@ -148,9 +154,14 @@ mod tests {
         assert!(Expect::Online { peer: 2, online: true }.met(&v));
         assert!(v.peer(99).is_none(), "a patch for an unknown peer is ignored");
 
-        v.apply(&msg(r#"{"PeersChanged":[{"ID":4,"DiscoKey":"discokey:ab"}],"PeersRemoved":[3],"OnlineChange":{"4":true}}"#));
+        v.apply(&msg(
+            r#"{"PeersChanged":[{"ID":4,"DiscoKey":"discokey:ab"}],"PeersRemoved":[3],"OnlineChange":{"4":true}}"#,
+        ));
         assert!(Expect::Disco { peer: 4, key: "discokey:ab".into() }.met(&v));
-        assert!(Expect::Present { peers: Arc::new(vec![1, 2, 4]), online: true }.met(&v), "the watcher itself is skipped");
+        assert!(
+            Expect::Present { peers: Arc::new(vec![1, 2, 4]), online: true }.met(&v),
+            "the watcher itself is skipped"
+        );
         assert!(Expect::Absent { peers: Arc::new(vec![3]) }.met(&v));
 
         // A non-empty Peers replaces everything and the same message's deltas are ignored; an empty one in a delta

@@ -233,9 +233,8 @@ impl<'a> Decoder<'a> {
         // Extensions whose defaults depend on other keys.
         let mut self_signed = None;
         self.field("tls_self_signed", &mut self_signed, |v| boolean(v).map(Some));
-        cfg.tls_self_signed = self_signed.unwrap_or(
-            cfg.tls_cert_path.is_none() && cfg.tls_key_path.is_none() && cfg.letsencrypt.hostname.is_none(),
-        );
+        cfg.tls_self_signed = self_signed
+            .unwrap_or(cfg.tls_cert_path.is_none() && cfg.tls_key_path.is_none() && cfg.letsencrypt.hostname.is_none());
         let mut insecure = None;
         self.field("derp.server.insecure_for_tests", &mut insecure, |v| boolean(v).map(Some));
         cfg.derp.server.insecure_for_tests = insecure.unwrap_or(cfg.tls_self_signed);
@@ -519,7 +518,10 @@ pub(crate) fn records(at: &str, v: &Value, warnings: &mut Vec<Warning>) -> Resul
     for (i, item) in items.iter().enumerate() {
         let at = format!("{at}[{i}]");
         let Value::Mapping(map) = item else {
-            errors.push(FieldError::new(at, format!("expected a record with name, type and value, found {}", describe(item))));
+            errors.push(FieldError::new(
+                at,
+                format!("expected a record with name, type and value, found {}", describe(item)),
+            ));
             continue;
         };
         let mut fields: BTreeMap<String, &Value> = BTreeMap::new();
@@ -550,16 +552,23 @@ pub(crate) fn records(at: &str, v: &Value, warnings: &mut Vec<Warning>) -> Resul
         }
         let parsed = match kind.trim().to_ascii_uppercase().as_str() {
             "A" => value.trim().parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| "an IPv4 address for an A record"),
-            "AAAA" => value.trim().parse::<Ipv6Addr>().map(IpAddr::V6).map_err(|_| "an IPv6 address for an AAAA record"),
+            "AAAA" => {
+                value.trim().parse::<Ipv6Addr>().map(IpAddr::V6).map_err(|_| "an IPv6 address for an AAAA record")
+            }
             "" => value.trim().parse::<IpAddr>().map_err(|_| "an IP address"),
             other => {
-                errors.push(FieldError::new(format!("{at}.type"), format!("only A and AAAA records are supported, found {other:?}")));
+                errors.push(FieldError::new(
+                    format!("{at}.type"),
+                    format!("only A and AAAA records are supported, found {other:?}"),
+                ));
                 continue;
             }
         };
         match parsed {
             Ok(ip) => out.push(DnsRecord { name: name.trim().to_owned(), value: ip }),
-            Err(expected) => errors.push(FieldError::new(format!("{at}.value"), format!("{value:?} is not {expected}"))),
+            Err(expected) => {
+                errors.push(FieldError::new(format!("{at}.value"), format!("{value:?} is not {expected}")))
+            }
         }
     }
     if errors.is_empty() { Ok(out) } else { Err(errors) }
@@ -672,7 +681,9 @@ fn acme_hostname(s: &str) -> Parsed<Option<String>> {
             && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     };
     if name.len() > 253 || !name.split('.').all(label_ok) {
-        return Err(format!("{name:?} is not a DNS name (expected e.g. headscale.example.com, without scheme or port)"));
+        return Err(format!(
+            "{name:?} is not a DNS name (expected e.g. headscale.example.com, without scheme or port)"
+        ));
     }
     Ok(Some(name))
 }

@@ -45,7 +45,8 @@ pub enum ExtraRecordsError {
 /// Reads and validates the records in `path`. Keys are matched case-insensitively and unknown keys are ignored,
 /// as Go's JSON decoder (and so Headscale) does.
 pub fn read_extra_records(path: &Path) -> Result<Vec<DnsRecord>, ExtraRecordsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ExtraRecordsError::Read { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ExtraRecordsError::Read { path: path.to_path_buf(), source })?;
     if text.trim().is_empty() {
         return Err(ExtraRecordsError::Empty { path: path.to_path_buf() });
     }
@@ -74,7 +75,11 @@ mod tests {
     fn tempfile_dir() -> PathBuf {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!("tw-extra-records-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "tw-extra-records-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -86,7 +91,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(records.len(), 2);
-        assert_eq!((records[0].name.as_str(), records[0].record_type(), records[0].value.to_string().as_str()), ("grafana.example.com", "A", "100.64.0.3"));
+        assert_eq!(
+            (records[0].name.as_str(), records[0].record_type(), records[0].value.to_string().as_str()),
+            ("grafana.example.com", "A", "100.64.0.3")
+        );
         assert_eq!((records[1].name.as_str(), records[1].record_type()), ("v6.example.com", "AAAA"));
         assert!(read("[]").unwrap().is_empty(), "an empty list clears the records");
     }
@@ -97,7 +105,9 @@ mod tests {
         let syntax = read("[{\"name\": \"a\",").unwrap_err();
         assert!(matches!(syntax, ExtraRecordsError::Syntax { .. }), "{syntax}");
         assert!(syntax.to_string().starts_with("dns.extra_records_path: "), "{syntax}");
-        let err = read(r#"[{"name":"a.example","type":"A","value":"::1"},{"name":"b.example","type":"MX","value":"x"}]"#).unwrap_err();
+        let err =
+            read(r#"[{"name":"a.example","type":"A","value":"::1"},{"name":"b.example","type":"MX","value":"x"}]"#)
+                .unwrap_err();
         let ExtraRecordsError::Invalid { errors, .. } = &err else { panic!("{err}") };
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["[0].value", "[1].type"], "{err}");

@@ -9,7 +9,8 @@ use tailwarden_config::*;
 fn example_path() -> PathBuf {
     // Read at run time (cargo and nextest set it): a test binary reused from another checkout of the same commit
     // carries that checkout's path in `env!`.
-    let dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     dir.join("tests/data/headscale-config-example.yaml")
 }
 

@@ -174,9 +174,7 @@ fn removed_and_renamed_keys() {
 fn inert_keys_get_notes_only_when_they_ask_for_something() {
     let w = warnings("grpc_listen_addr: \"\"\ngrpc_allow_insecure: false\ndisable_check_updates: true\n");
     assert!(w.is_empty(), "{w:#?}");
-    let w = warnings(
-        "grpc_listen_addr: 127.0.0.1:50443\ngrpc_allow_insecure: true\ntuning:\n  batcher_workers: 4\n",
-    );
+    let w = warnings("grpc_listen_addr: 127.0.0.1:50443\ngrpc_allow_insecure: true\ntuning:\n  batcher_workers: 4\n");
     let paths: Vec<&str> = w.iter().map(|w| w.path.as_str()).collect();
     assert_eq!(paths, ["grpc_listen_addr", "grpc_allow_insecure", "tuning.batcher_workers"]);
     assert!(w.iter().all(|w| w.level() == Level::Info));

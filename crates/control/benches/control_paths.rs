@@ -18,7 +18,11 @@ use tailwarden_wire::{AuthInfo, DerpMap, Hostinfo, MachineKey, MapRequest, NodeK
 
 fn report(name: &str, iters: u32, elapsed: Duration) {
     let per = elapsed / iters;
-    println!("{name:<28} {iters:>7} iters  {:>12.3} µs/op  {:>10.0} ops/s", per.as_secs_f64() * 1e6, f64::from(iters) / elapsed.as_secs_f64());
+    println!(
+        "{name:<28} {iters:>7} iters  {:>12.3} µs/op  {:>10.0} ops/s",
+        per.as_secs_f64() * 1e6,
+        f64::from(iters) / elapsed.as_secs_f64()
+    );
 }
 
 fn bench_noise() {
@@ -51,10 +55,14 @@ fn bench_key_check() {
 
 async fn tailnet(n: usize) -> (std::sync::Arc<Control>, Vec<(MachineKey, NodeKey)>, Duration) {
     let store = Store::open("sqlite::memory:").await.expect("store");
-    let control = Control::new(store, Settings::for_tests(DerpMap::default()), ServerKeys::random()).await.expect("control");
+    let control =
+        Control::new(store, Settings::for_tests(DerpMap::default()), ServerKeys::random()).await.expect("control");
     let user = control.create_user(TenantId::DEFAULT, "bench", "", "").await.expect("user");
     let (_, key) = control
-        .create_pre_auth_key(TenantId::DEFAULT, NewKeyRequest { user: Some(user.id), reusable: true, ..Default::default() })
+        .create_pre_auth_key(
+            TenantId::DEFAULT,
+            NewKeyRequest { user: Some(user.id), reusable: true, ..Default::default() },
+        )
         .await
         .expect("key");
     let mut nodes = Vec::with_capacity(n);

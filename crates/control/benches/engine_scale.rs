@@ -39,7 +39,9 @@ use tailwarden_control::{Control, Settings};
 use tailwarden_store::Store;
 use tailwarden_types::TenantId;
 use tailwarden_wire::framing::{Compression, encode_message};
-use tailwarden_wire::{AuthInfo, DerpMap, DiscoKey, Hostinfo, MachineKey, MapRequest, MapResponse, NodeKey, RegisterRequest};
+use tailwarden_wire::{
+    AuthInfo, DerpMap, DiscoKey, Hostinfo, MachineKey, MapRequest, MapResponse, NodeKey, RegisterRequest,
+};
 
 const T: TenantId = TenantId::DEFAULT;
 
@@ -57,10 +59,18 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { sizes: Vec::new(), peers: 100, changes: 200, join_concurrency: 64, everyone: false, everyone_by_group: false };
+    let mut a = Args {
+        sizes: Vec::new(),
+        peers: 100,
+        changes: 200,
+        join_concurrency: 64,
+        everyone: false,
+        everyone_by_group: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} needs a number"));
+        let mut value =
+            |name: &str| it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} needs a number"));
         match arg.as_str() {
             "--peers" => a.peers = value("--peers"),
             "--changes" => a.changes = value("--changes"),
@@ -116,7 +126,9 @@ fn cpu_seconds() -> f64 {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -131,7 +143,8 @@ async fn run(n: usize, args: &Args) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("db.sqlite").display());
     let store = Store::open(&url).await.expect("store");
-    let control = Control::new(store, Settings::for_tests(DerpMap::default()), ServerKeys::random()).await.expect("control");
+    let control =
+        Control::new(store, Settings::for_tests(DerpMap::default()), ServerKeys::random()).await.expect("control");
     let _background = control.spawn_background();
 
     // A group per segment of `peers + 1` nodes, reaching only itself; inside a group, users of 10 nodes each.
@@ -151,9 +164,11 @@ async fn run(n: usize, args: &Args) {
         keys.push(key);
         groups[u / users_per_group].push(format!("\"{name}@\""));
     }
-    let group_defs: Vec<String> = groups.iter().enumerate().map(|(g, m)| format!("\"group:g{g}\": [{}]", m.join(","))).collect();
-    let rules: Vec<String> =
-        (0..groups.len()).map(|g| format!("{{\"action\":\"accept\",\"src\":[\"group:g{g}\"],\"dst\":[\"group:g{g}:*\"]}}")).collect();
+    let group_defs: Vec<String> =
+        groups.iter().enumerate().map(|(g, m)| format!("\"group:g{g}\": [{}]", m.join(","))).collect();
+    let rules: Vec<String> = (0..groups.len())
+        .map(|g| format!("{{\"action\":\"accept\",\"src\":[\"group:g{g}\"],\"dst\":[\"group:g{g}:*\"]}}"))
+        .collect();
     // `--everyone` without `--everyone-by-group` is the load generator's scenario: one `*` rule, whose filter does
     // not change when nodes join. By group, every join changes every node's packet filter (its sources list every
     // member), so each session needs a message of its own.
@@ -164,7 +179,8 @@ async fn run(n: usize, args: &Args) {
     };
     control.set_policy(T, &policy).await.expect("policy");
 
-    let keep_alive = bytes::Bytes::from(encode_message(&MapResponse::keep_alive(), Compression::Zstd).expect("keep-alive"));
+    let keep_alive =
+        bytes::Bytes::from(encode_message(&MapResponse::keep_alive(), Compression::Zstd).expect("keep-alive"));
     let rss_before = rss_kib();
     let cpu_before = cpu_seconds();
     let started = Instant::now();
@@ -289,7 +305,8 @@ async fn run(n: usize, args: &Args) {
         loop {
             let notified = arrivals.notify.notified();
             if arrivals.count.load(Ordering::Relaxed) >= watchers.len() as u64 {
-                let waiting = watchers.iter().filter(|&&w| nodes[w].seen.round.lock().expect("lock").is_empty()).count();
+                let waiting =
+                    watchers.iter().filter(|&&w| nodes[w].seen.round.lock().expect("lock").is_empty()).count();
                 if waiting == 0 {
                     break;
                 }
@@ -354,7 +371,10 @@ fn main() {
     let args = args();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     if args.everyone {
-        println!("everyone sees everyone, {} changes per size, join concurrency {}", args.changes, args.join_concurrency);
+        println!(
+            "everyone sees everyone, {} changes per size, join concurrency {}",
+            args.changes, args.join_concurrency
+        );
     } else {
         println!(
             "segmented tailnet, {} peers per node, {} changes per size, join concurrency {}",

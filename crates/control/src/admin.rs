@@ -2,8 +2,8 @@
 //! through the store and then updates the in-memory tailnet so connected clients see the effect.
 
 use crate::render::now_ms;
-use crate::{Control, ControlError, NodeView};
 use crate::tailnet::SessionFields;
+use crate::{Control, ControlError, NodeView};
 use tailwarden_store::secret::{self, GeneratedSecret, SecretKind};
 use tailwarden_store::{ApiKeyRecord, Entity, NewPreAuthKey, PreAuthKeyRecord, StoreError, UserRecord};
 use tailwarden_types::{DnsLabel, NodeId, PreAuthKeyId, Tag, TenantId, UserId};
@@ -28,7 +28,13 @@ pub struct NewKeyRequest {
 
 impl Control {
     /// Creates a user.
-    pub async fn create_user(&self, tenant: TenantId, name: &str, display_name: &str, email: &str) -> Result<UserRecord, ControlError> {
+    pub async fn create_user(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        display_name: &str,
+        email: &str,
+    ) -> Result<UserRecord, ControlError> {
         check_user_name(name)?;
         let user = self.store.tenant(tenant).create_user(name, display_name, email).await?;
         self.tailnet(tenant).await?.upsert_user(user.clone(), &self.settings);
@@ -50,7 +56,11 @@ impl Control {
     }
 
     /// Creates a pre-auth key; returns the record and the secret, which is shown once and never stored.
-    pub async fn create_pre_auth_key(&self, tenant: TenantId, req: NewKeyRequest) -> Result<(PreAuthKeyRecord, String), ControlError> {
+    pub async fn create_pre_auth_key(
+        &self,
+        tenant: TenantId,
+        req: NewKeyRequest,
+    ) -> Result<(PreAuthKeyRecord, String), ControlError> {
         if req.user.is_none() && req.tags.is_empty() {
             return Err(ControlError::Invalid { what: "a pre-auth key needs a user or at least one tag".into() });
         }
@@ -77,7 +87,11 @@ impl Control {
     }
 
     /// Lists pre-auth keys, optionally of one user.
-    pub async fn list_pre_auth_keys(&self, tenant: TenantId, user: Option<UserId>) -> Result<Vec<PreAuthKeyRecord>, ControlError> {
+    pub async fn list_pre_auth_keys(
+        &self,
+        tenant: TenantId,
+        user: Option<UserId>,
+    ) -> Result<Vec<PreAuthKeyRecord>, ControlError> {
         Ok(self.store.tenant(tenant).list_pre_auth_keys(user).await?)
     }
 
@@ -113,14 +127,20 @@ impl Control {
     }
 
     /// Sets a node's key expiry (`None`: never expires).
-    pub async fn set_node_expiry(&self, tenant: TenantId, id: NodeId, expiry_ms: Option<i64>) -> Result<NodeView, ControlError> {
+    pub async fn set_node_expiry(
+        &self,
+        tenant: TenantId,
+        id: NodeId,
+        expiry_ms: Option<i64>,
+    ) -> Result<NodeView, ControlError> {
         let record = self.store.tenant(tenant).set_node_expiry(id, expiry_ms).await?;
         self.apply_node(tenant, record).await
     }
 
     /// One node with its online state.
     pub async fn get_node(&self, tenant: TenantId, id: NodeId) -> Result<NodeView, ControlError> {
-        let entry = self.tailnet(tenant).await?.node(id).ok_or(StoreError::NotFound { entity: Entity::Node, id: id.0 })?;
+        let entry =
+            self.tailnet(tenant).await?.node(id).ok_or(StoreError::NotFound { entity: Entity::Node, id: id.0 })?;
         Ok(NodeView { record: entry.record, online: entry.online })
     }
 
@@ -132,7 +152,12 @@ impl Control {
 
     /// Replaces a node's approved subnet routes. Each must be a network address in CIDR form (`10.0.0.0/24`);
     /// routes the node also advertises become reachable through it.
-    pub async fn approve_routes(&self, tenant: TenantId, id: NodeId, routes: &[String]) -> Result<NodeView, ControlError> {
+    pub async fn approve_routes(
+        &self,
+        tenant: TenantId,
+        id: NodeId,
+        routes: &[String],
+    ) -> Result<NodeView, ControlError> {
         let mut parsed = Vec::with_capacity(routes.len());
         for route in routes.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
             let net: ipnet::IpNet = route.parse().map_err(|_| ControlError::Invalid {
@@ -171,12 +196,21 @@ impl Control {
 
     /// The user with this id.
     pub async fn user_by_id(&self, tenant: TenantId, id: UserId) -> Result<UserRecord, ControlError> {
-        Ok(self.store.tenant(tenant).user_by_id(id).await?.ok_or(StoreError::NotFound { entity: Entity::User, id: id.0 })?)
+        Ok(self
+            .store
+            .tenant(tenant)
+            .user_by_id(id)
+            .await?
+            .ok_or(StoreError::NotFound { entity: Entity::User, id: id.0 })?)
     }
 
     /// Finds a pre-auth key by its id, its prefix, the prefix as listings show it (`hskey-auth-PREFIX-***`) or
     /// the full key (which must then verify).
-    pub async fn find_pre_auth_key(&self, tenant: TenantId, key: &str) -> Result<Option<PreAuthKeyRecord>, ControlError> {
+    pub async fn find_pre_auth_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<PreAuthKeyRecord>, ControlError> {
         let scope = self.store.tenant(tenant);
         let key = key.trim();
         if let Ok(id) = key.parse::<i64>() {
@@ -198,7 +232,11 @@ impl Control {
     }
 
     /// Creates a management API key; returns the record and the key, which is shown once and never stored.
-    pub async fn create_api_key(&self, tenant: TenantId, expiration_ms: Option<i64>) -> Result<(ApiKeyRecord, String), ControlError> {
+    pub async fn create_api_key(
+        &self,
+        tenant: TenantId,
+        expiration_ms: Option<i64>,
+    ) -> Result<(ApiKeyRecord, String), ControlError> {
         if let Some(exp) = expiration_ms
             && exp <= now_ms()
         {
@@ -267,7 +305,11 @@ impl Control {
         }
     }
 
-    async fn apply_node(&self, tenant: TenantId, record: tailwarden_store::NodeRecord) -> Result<NodeView, ControlError> {
+    async fn apply_node(
+        &self,
+        tenant: TenantId,
+        record: tailwarden_store::NodeRecord,
+    ) -> Result<NodeView, ControlError> {
         let tailnet = self.tailnet(tenant).await?;
         let id = record.id;
         tailnet.upsert_node(record, SessionFields::KeepMemory, &self.settings);
@@ -278,7 +320,9 @@ impl Control {
 
 pub(crate) fn check_user_name(name: &str) -> Result<(), ControlError> {
     if name.trim().is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(ControlError::Invalid { what: format!("invalid user name {name:?}: must be non-empty without spaces") });
+        return Err(ControlError::Invalid {
+            what: format!("invalid user name {name:?}: must be non-empty without spaces"),
+        });
     }
     Ok(())
 }
@@ -421,8 +465,12 @@ impl Control {
     pub async fn set_policy(&self, tenant: TenantId, text: &str) -> Result<PolicyInfo, ControlError> {
         match &self.settings.policy_source {
             crate::PolicySource::Database => {}
-            crate::PolicySource::File(path) => return Err(ControlError::PolicyInFile { path: path.display().to_string() }),
-            crate::PolicySource::AllowAll => return Err(ControlError::PolicyInFile { path: "policy.path (unset)".into() }),
+            crate::PolicySource::File(path) => {
+                return Err(ControlError::PolicyInFile { path: path.display().to_string() });
+            }
+            crate::PolicySource::AllowAll => {
+                return Err(ControlError::PolicyInFile { path: "policy.path (unset)".into() });
+            }
         }
         let tailnet = self.tailnet(tenant).await?;
         let checked = tailnet.check_policy(text)?;
@@ -484,10 +532,12 @@ impl Control {
     /// The compiled packet filter, SSH policy and visible peers of a node.
     pub async fn debug_node(&self, tenant: TenantId, id: NodeId) -> Result<NodeDebug, ControlError> {
         let tailnet = self.tailnet(tenant).await?;
-        let missing = || ControlError::Store(tailwarden_store::StoreError::NotFound {
-            entity: tailwarden_store::Entity::Node,
-            id: id.0,
-        });
+        let missing = || {
+            ControlError::Store(tailwarden_store::StoreError::NotFound {
+                entity: tailwarden_store::Entity::Node,
+                id: id.0,
+            })
+        };
         let grants = tailnet.grants_of(id, &self.settings).ok_or_else(missing)?;
         let entry = tailnet.node(id).ok_or_else(missing)?;
         Ok(NodeDebug {
@@ -500,11 +550,20 @@ impl Control {
 
     /// Whether node `src` may open a connection to node `dst` on `port` over IP protocol `proto`, judged by the
     /// destination's packet filter as the client enforces it, and the rule that allows it.
-    pub async fn can_reach(&self, tenant: TenantId, src: NodeId, dst: NodeId, port: u16, proto: u8) -> Result<ReachAnswer, ControlError> {
+    pub async fn can_reach(
+        &self,
+        tenant: TenantId,
+        src: NodeId,
+        dst: NodeId,
+        port: u16,
+        proto: u8,
+    ) -> Result<ReachAnswer, ControlError> {
         let from = self.debug_node(tenant, src).await?;
         let to = self.debug_node(tenant, dst).await?;
-        let src_ips: Vec<std::net::IpAddr> = from.node.record.ipv4.map(Into::into).into_iter().chain(from.node.record.ipv6.map(Into::into)).collect();
-        let dst_ips: Vec<std::net::IpAddr> = to.node.record.ipv4.map(Into::into).into_iter().chain(to.node.record.ipv6.map(Into::into)).collect();
+        let src_ips: Vec<std::net::IpAddr> =
+            from.node.record.ipv4.map(Into::into).into_iter().chain(from.node.record.ipv6.map(Into::into)).collect();
+        let dst_ips: Vec<std::net::IpAddr> =
+            to.node.record.ipv4.map(Into::into).into_iter().chain(to.node.record.ipv6.map(Into::into)).collect();
         let rule = src_ips
             .iter()
             .flat_map(|s| dst_ips.iter().filter(|d| d.is_ipv4() == s.is_ipv4()).map(move |d| (*s, *d)))

@@ -4,8 +4,8 @@
 
 use crate::admin::check_user_name;
 use crate::render::now_ms;
-use crate::{Control, ControlError, NodeView};
 use crate::tailnet::SessionFields;
+use crate::{Control, ControlError, NodeView};
 use tailwarden_store::{Conflict, RegisterMethod, StoreError, UserRecord};
 use tailwarden_types::TenantId;
 
@@ -50,7 +50,9 @@ impl Control {
         let existing = match scope.user_by_provider_identifier(user.provider_identifier).await? {
             Some(found) => found,
             None => {
-                match scope.create_user_with_identity(user.name, user.display_name, user.email, user.provider_identifier).await
+                match scope
+                    .create_user_with_identity(user.name, user.display_name, user.email, user.provider_identifier)
+                    .await
                 {
                     Ok(created) => {
                         tailnet.upsert_user(created.clone(), &self.settings);
@@ -123,9 +125,13 @@ mod tests {
         let control = control(Some(Duration::from_secs(3600))).await;
         let id = pending(&control, 1, "laptop").await;
         let before = now_ms();
-        let (user, node) = control.complete_external_login(T, &id, alice("alice", "alice@example.com"), None).await.unwrap();
+        let (user, node) =
+            control.complete_external_login(T, &id, alice("alice", "alice@example.com"), None).await.unwrap();
         assert_eq!(user.provider_identifier.as_deref(), Some("http://idp/alice-sub"));
-        assert_eq!((user.name.as_str(), user.display_name.as_str(), user.email.as_str()), ("alice", "Alice Liddell", "alice@example.com"));
+        assert_eq!(
+            (user.name.as_str(), user.display_name.as_str(), user.email.as_str()),
+            ("alice", "Alice Liddell", "alice@example.com")
+        );
         assert_eq!(node.record.user_id, Some(user.id));
         assert_eq!(node.record.register_method, RegisterMethod::Oidc);
         assert_eq!(node.record.hostname, "laptop");
@@ -138,11 +144,14 @@ mod tests {
     async fn later_logins_find_the_user_by_identity_and_refresh_its_profile() {
         let control = control(None).await;
         let first = pending(&control, 1, "laptop").await;
-        let (user, _) = control.complete_external_login(T, &first, alice("alice", "alice@example.com"), None).await.unwrap();
+        let (user, _) =
+            control.complete_external_login(T, &first, alice("alice", "alice@example.com"), None).await.unwrap();
         let second = pending(&control, 2, "phone").await;
         let token_expiry = now_ms() + 600_000;
-        let (again, node) =
-            control.complete_external_login(T, &second, alice("alice.l", "al@example.com"), Some(token_expiry)).await.unwrap();
+        let (again, node) = control
+            .complete_external_login(T, &second, alice("alice.l", "al@example.com"), Some(token_expiry))
+            .await
+            .unwrap();
         assert_eq!(again.id, user.id, "same identity, same user");
         assert_eq!((again.name.as_str(), again.email.as_str()), ("alice.l", "al@example.com"));
         assert_eq!(node.record.expiry_ms, Some(token_expiry), "the token's expiry wins over node.expiry");
@@ -156,7 +165,10 @@ mod tests {
         let local = control.create_user(T, "alice", "", "").await.unwrap();
         let id = pending(&control, 1, "laptop").await;
         let err = control.complete_external_login(T, &id, alice("alice", "alice@example.com"), None).await.unwrap_err();
-        assert!(matches!(err, ControlError::Store(StoreError::Conflict { what: Conflict::UserName(ref n) }) if n == "alice"), "{err:?}");
+        assert!(
+            matches!(err, ControlError::Store(StoreError::Conflict { what: Conflict::UserName(ref n) }) if n == "alice"),
+            "{err:?}"
+        );
         assert!(control.store().tenant(T).list_nodes().await.unwrap().is_empty(), "no node was written");
         assert_eq!(control.store().tenant(T).list_users().await.unwrap(), vec![local]);
         assert!(control.pending_registration_exists(&id), "the device can still be admitted by another login");

@@ -12,9 +12,9 @@ mod external_login;
 pub mod keys;
 mod live;
 mod map_session;
+pub mod noise_http;
 mod policy_view;
 pub mod reachability;
-pub mod noise_http;
 mod register;
 mod render;
 mod session_writes;
@@ -28,9 +28,9 @@ pub use tailnet::{NodeView, TAGGED_DEVICES_USER_ID};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use tailnet::Tailnet;
 use tailwarden_store::{Store, StoreError};
 use tailwarden_types::TenantId;
-use tailnet::Tailnet;
 
 /// The control server's core state, shared by all connections.
 pub struct Control {
@@ -44,7 +44,11 @@ pub struct Control {
 
 impl Control {
     /// Loads every tenant's nodes and users from `store` and returns a ready control core.
-    pub async fn new(store: Store, settings: Settings, server_keys: keys::ServerKeys) -> Result<Arc<Control>, ControlError> {
+    pub async fn new(
+        store: Store,
+        settings: Settings,
+        server_keys: keys::ServerKeys,
+    ) -> Result<Arc<Control>, ControlError> {
         let control = Arc::new(Control {
             store,
             settings,

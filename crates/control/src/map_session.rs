@@ -8,13 +8,13 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::StatusCode;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tailwarden_store::NodeSessionUpdate;
 use tailwarden_wire::framing::{Compression, encode_message};
 use tailwarden_wire::{MIN_CAPABILITY_VERSION, MachineKey, MapRequest, MapResponse};
-use std::pin::Pin;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 impl Control {
@@ -154,7 +154,8 @@ impl Drop for MapStream {
 fn keep_alive_frame(compression: Compression) -> Option<Bytes> {
     static FRAMES: std::sync::OnceLock<[Option<Bytes>; 2]> = std::sync::OnceLock::new();
     let frames = FRAMES.get_or_init(|| {
-        [Compression::None, Compression::Zstd].map(|c| encode_message(&MapResponse::keep_alive(), c).map(Bytes::from).ok())
+        [Compression::None, Compression::Zstd]
+            .map(|c| encode_message(&MapResponse::keep_alive(), c).map(Bytes::from).ok())
     });
     frames[usize::from(compression == Compression::Zstd)].clone()
 }

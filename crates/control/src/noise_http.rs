@@ -23,7 +23,10 @@ const UPGRADE_PROTOCOL: &str = "tailscale-control-protocol";
 /// Routes for `/key` and `/ts2021`, to be merged into the public listener's router.
 pub fn routes(control: Arc<Control>) -> Router {
     let machine_routes = machine_routes(control.clone());
-    Router::new().route("/key", get(server_key)).route("/ts2021", any(ts2021)).with_state(NoiseState { control, machine_routes })
+    Router::new()
+        .route("/key", get(server_key))
+        .route("/ts2021", any(ts2021))
+        .with_state(NoiseState { control, machine_routes })
 }
 
 /// What the `/ts2021` handlers share: the control core, and the routes of requests inside Noise connections. Those are
@@ -137,10 +140,11 @@ fn ts2021_websocket(control: Arc<Control>, machine_routes: Router, mut req: Requ
     let Some(init_b64) = query.ok().and_then(|q| q.0.get("X-Tailscale-Handshake").cloned()) else {
         return bad_request("missing X-Tailscale-Handshake query parameter");
     };
-    let accepted = match Initiation::from_header(&init_b64).and_then(|i| accept(&i, &control.server_keys().noise_pair())) {
-        Ok(a) => a,
-        Err(e) => return bad_request(e.to_string()),
-    };
+    let accepted =
+        match Initiation::from_header(&init_b64).and_then(|i| accept(&i, &control.server_keys().noise_pair())) {
+            Ok(a) => a,
+            Err(e) => return bad_request(e.to_string()),
+        };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let conn = NoiseConn { machine: accepted.machine_key };
     tokio::spawn(async move {
@@ -192,14 +196,22 @@ async fn decode<T: serde::de::DeserializeOwned>(req: Request, message: &'static 
     from_go_json(message, &body).map_err(|e| bad_request(e.to_string()))
 }
 
-async fn machine_register(State(control): State<Arc<Control>>, Extension(conn): Extension<NoiseConn>, req: Request) -> Response {
+async fn machine_register(
+    State(control): State<Arc<Control>>,
+    Extension(conn): Extension<NoiseConn>,
+    req: Request,
+) -> Response {
     match decode::<RegisterRequest>(req, "RegisterRequest").await {
         Ok(request) => Json(control.register(conn.machine, request).await).into_response(),
         Err(response) => response,
     }
 }
 
-async fn machine_map(State(control): State<Arc<Control>>, Extension(conn): Extension<NoiseConn>, req: Request) -> Response {
+async fn machine_map(
+    State(control): State<Arc<Control>>,
+    Extension(conn): Extension<NoiseConn>,
+    req: Request,
+) -> Response {
     match decode::<MapRequest>(req, "MapRequest").await {
         Ok(request) => control.map(conn.machine, request).await,
         Err(response) => response,

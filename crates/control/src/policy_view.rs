@@ -5,12 +5,12 @@
 //! crate's plain model and answers per-node questions by node id.
 
 use crate::tailnet::NodeEntry;
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use tailwarden_policy::{Affected, CompiledPolicy, Policy, PolicyError, TailnetSettings};
 use tailwarden_store::UserRecord;
 use tailwarden_types::{NodeId, UserId};
 use tailwarden_wire::FilterRule;
-use serde_json::Value;
 
 /// The policy in force and its compilation against the current tailnet.
 #[derive(Clone, Default)]

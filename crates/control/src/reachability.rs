@@ -28,7 +28,8 @@ fn pattern_contains(pattern: &str, ip: IpAddr) -> bool {
 /// over IP protocol `proto`, if any.
 pub fn allowing_rule(filter: &[FilterRule], src: IpAddr, dst: IpAddr, port: u16, proto: u8) -> Option<&FilterRule> {
     filter.iter().find(|rule| {
-        let proto_ok = if rule.ip_proto.is_empty() { DEFAULT_PROTOS.contains(&proto) } else { rule.ip_proto.contains(&proto) };
+        let proto_ok =
+            if rule.ip_proto.is_empty() { DEFAULT_PROTOS.contains(&proto) } else { rule.ip_proto.contains(&proto) };
         proto_ok
             && rule.src_ips.iter().any(|s| pattern_contains(s, src))
             && rule
@@ -73,7 +74,8 @@ mod tests {
             ("100.64.0.10".parse().unwrap(), a, 22, 6, None),
         ];
         for (src, dst, port, proto, want) in cases {
-            let got = allowing_rule(&filter, src, dst, port, proto).map(|r| filter.iter().position(|x| x == r).unwrap());
+            let got =
+                allowing_rule(&filter, src, dst, port, proto).map(|r| filter.iter().position(|x| x == r).unwrap());
             assert_eq!(got, want, "{src} -> {dst}:{port}/{proto}");
         }
         assert!(allowing_rule(&[], a, b, 80, 6).is_none(), "an empty filter admits nothing");

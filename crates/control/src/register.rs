@@ -41,7 +41,11 @@ impl Control {
         }
     }
 
-    async fn register_inner(&self, machine: MachineKey, req: RegisterRequest) -> Result<RegisterResponse, ControlError> {
+    async fn register_inner(
+        &self,
+        machine: MachineKey,
+        req: RegisterRequest,
+    ) -> Result<RegisterResponse, ControlError> {
         if req.version < MIN_CAPABILITY_VERSION {
             return Err(ControlError::ClientTooOld { version: req.version, min: MIN_CAPABILITY_VERSION });
         }
@@ -69,7 +73,8 @@ impl Control {
             && node.machine_key == machine
             && !node.is_expired(now)
         {
-            let record = self.store.tenant(tailnet.tenant).rotate_node_key(node.record.id, &req.node_key.to_string()).await?;
+            let record =
+                self.store.tenant(tailnet.tenant).rotate_node_key(node.record.id, &req.node_key.to_string()).await?;
             tailnet.upsert_node(record, SessionFields::KeepMemory, &self.settings);
             let node = tailnet.node(node.record.id).ok_or_else(|| unknown(&req.node_key))?;
             return Ok(self.node_response(&tailnet, &node, now));
@@ -103,9 +108,12 @@ impl Control {
         if !key.reusable && key.used_count > 0 {
             return Err(ControlError::Invalid { what: "auth key already used".into() });
         }
-        let tags = key.tags.iter().map(|t| Tag::parse(t)).collect::<Result<Vec<_>, _>>().map_err(|e| {
-            ControlError::Invalid { what: format!("auth key carries an invalid tag: {e}") }
-        })?;
+        let tags = key
+            .tags
+            .iter()
+            .map(|t| Tag::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ControlError::Invalid { what: format!("auth key carries an invalid tag: {e}") })?;
         let hostinfo = req.hostinfo.clone().unwrap_or_default();
         let registration = NodeRegistration {
             machine_key: machine.to_string(),
@@ -241,7 +249,12 @@ impl Control {
 
     /// Completes the interactive registration `id` for `user` (the `nodes register` command): writes the node and
     /// wakes the waiting client.
-    pub async fn complete_registration(&self, tenant: TenantId, id: &str, user: UserId) -> Result<crate::NodeView, ControlError> {
+    pub async fn complete_registration(
+        &self,
+        tenant: TenantId,
+        id: &str,
+        user: UserId,
+    ) -> Result<crate::NodeView, ControlError> {
         let expiry_ms = self.default_expiry_ms(now_ms());
         self.finish_pending(tenant, id, user, expiry_ms, RegisterMethod::Cli).await
     }
@@ -261,7 +274,10 @@ impl Control {
             (p.machine_key, p.node_key, p.hostinfo.clone(), p.ephemeral)
         };
         let scope = self.store.tenant(tenant);
-        scope.user_by_id(user).await?.ok_or_else(|| ControlError::Invalid { what: format!("user {user} does not exist") })?;
+        scope
+            .user_by_id(user)
+            .await?
+            .ok_or_else(|| ControlError::Invalid { what: format!("user {user} does not exist") })?;
         let now = now_ms();
         let registered = scope
             .register_node(NodeRegistration {
@@ -299,9 +315,7 @@ fn unknown(key: &NodeKey) -> ControlError {
 }
 
 fn given_name_for(hostinfo: &Hostinfo) -> DnsLabel {
-    DnsLabel::sanitize(&hostinfo.hostname)
-        .or_else(|| DnsLabel::parse("node"))
-        .expect("\"node\" is a valid DNS label")
+    DnsLabel::sanitize(&hostinfo.hostname).or_else(|| DnsLabel::parse("node")).expect("\"node\" is a valid DNS label")
 }
 
 fn random_id() -> String {

@@ -8,9 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use tailwarden_store::UserRecord;
 use tailwarden_types::UserId;
-use tailwarden_wire::{
-    DebugSettings, DnsConfig, DnsResolver, MapResponse, Node, UserProfile,
-};
+use tailwarden_wire::{DebugSettings, DnsConfig, DnsResolver, MapResponse, Node, UserProfile};
 use time::OffsetDateTime;
 
 pub(crate) fn ms_to_time(ms: i64) -> Option<OffsetDateTime> {

@@ -52,13 +52,18 @@ impl NodeEntry {
             })
         }
         let id = record.id;
-        let hostinfo = parsed("hostinfo", id, tailwarden_wire::from_go_json("stored Hostinfo", record.hostinfo.as_bytes()));
+        let hostinfo =
+            parsed("hostinfo", id, tailwarden_wire::from_go_json("stored Hostinfo", record.hostinfo.as_bytes()));
         NodeEntry {
             hostinfo,
             node_key: parsed("node_key", id, record.node_key.parse()),
             machine_key: parsed("machine_key", id, record.machine_key.parse()),
             // A node that has not streamed a map yet has no disco key.
-            disco_key: if record.disco_key.is_empty() { DiscoKey::default() } else { parsed("disco_key", id, record.disco_key.parse()) },
+            disco_key: if record.disco_key.is_empty() {
+                DiscoKey::default()
+            } else {
+                parsed("disco_key", id, record.disco_key.parse())
+            },
             online: false,
             cap: 0,
             record,
@@ -307,10 +312,7 @@ impl Tailnet {
 
     pub fn has_valid_node_key(&self, key: &[u8; 32], now: OffsetDateTime) -> bool {
         let st = self.lock();
-        st.by_key
-            .get(&NodeKey(*key))
-            .and_then(|id| st.nodes.get(id))
-            .is_some_and(|n| !n.is_expired(now))
+        st.by_key.get(&NodeKey(*key)).and_then(|id| st.nodes.get(id)).is_some_and(|n| !n.is_expired(now))
     }
 
     pub fn node_by_key(&self, key: &NodeKey) -> Option<NodeEntry> {
@@ -327,11 +329,7 @@ impl Tailnet {
     }
 
     pub fn views(&self) -> Vec<NodeView> {
-        self.lock()
-            .nodes
-            .values()
-            .map(|n| NodeView { record: n.record.clone(), online: n.online })
-            .collect()
+        self.lock().nodes.values().map(|n| NodeView { record: n.record.clone(), online: n.online }).collect()
     }
 
     pub fn upsert_user(&self, user: UserRecord, settings: &Settings) {
@@ -456,7 +454,13 @@ impl Tailnet {
 
     /// One message for a list of events: the last word on each node wins, and patches to nodes sent whole or
     /// removed are dropped.
-    fn events_message(st: &State, events: &[Event], list: &[usize], settings: &Settings, now: OffsetDateTime) -> MapResponse {
+    fn events_message(
+        st: &State,
+        events: &[Event],
+        list: &[usize],
+        settings: &Settings,
+        now: OffsetDateTime,
+    ) -> MapResponse {
         enum Last {
             Changed,
             Removed,
@@ -782,10 +786,7 @@ impl Tailnet {
         let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
         let first = Self::full_map_locked(&mut st, id, &grants, settings, now)?;
         let NodeGrants { filter, ssh, .. } = grants;
-        st.sessions.insert(
-            id,
-            SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), filter, ssh },
-        );
+        st.sessions.insert(id, SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), filter, ssh });
         st.pending.remove(&id);
         let entry = st.node_mut(id)?;
         let was_online = std::mem::replace(&mut entry.online, true);
@@ -842,12 +843,8 @@ impl Tailnet {
         let entry = st.node_mut(id)?;
         entry.online = false;
         entry.record.last_seen_ms = Some(now);
-        let patch = PeerChange {
-            node_id: id.0,
-            online: Some(false),
-            last_seen: render::ms_to_time(now),
-            ..Default::default()
-        };
+        let patch =
+            PeerChange { node_id: id.0, online: Some(false), last_seen: render::ms_to_time(now), ..Default::default() };
         let viewers = st.policy.peers_of(id, &st.nodes);
         Self::queue_event(&mut st, &viewers, Event::Patch(patch));
         self.changed(&mut st, settings);
@@ -855,13 +852,20 @@ impl Tailnet {
     }
 
     /// Deletes ephemeral nodes that have been offline longer than `timeout`.
-    pub async fn collect_ephemeral(&self, store: &Store, settings: &Settings, timeout: Duration) -> Result<(), ControlError> {
+    pub async fn collect_ephemeral(
+        &self,
+        store: &Store,
+        settings: &Settings,
+        timeout: Duration,
+    ) -> Result<(), ControlError> {
         let cutoff = now_ms() - i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let doomed: Vec<NodeId> = self
             .lock()
             .nodes
             .values()
-            .filter(|n| n.record.ephemeral && !n.online && n.record.last_seen_ms.unwrap_or(n.record.created_ms) < cutoff)
+            .filter(|n| {
+                n.record.ephemeral && !n.online && n.record.last_seen_ms.unwrap_or(n.record.created_ms) < cutoff
+            })
             .map(|n| n.record.id)
             .collect();
         for id in doomed {
@@ -978,8 +982,10 @@ mod tests {
                 set
             };
             let (before, after) = (pick(), pick());
-            let (gained, lost) =
-                sorted_difference(&before.iter().copied().collect::<Vec<_>>(), &after.iter().copied().collect::<Vec<_>>());
+            let (gained, lost) = sorted_difference(
+                &before.iter().copied().collect::<Vec<_>>(),
+                &after.iter().copied().collect::<Vec<_>>(),
+            );
             assert_eq!(gained, after.difference(&before).copied().collect::<Vec<_>>());
             assert_eq!(lost, before.difference(&after).copied().collect::<Vec<_>>());
         }
@@ -1020,7 +1026,8 @@ mod tests {
         let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
         let peers: Vec<Node> = grants.peers.iter().map(|p| render::node(&st.nodes[p], settings, false, now)).collect();
         let users = peers.iter().map(|p| p.user).collect::<Vec<_>>();
-        let mut msg = render::full_map(Tailnet::self_node(&st, me, settings, now), users, &grants, &st.users, settings, now);
+        let mut msg =
+            render::full_map(Tailnet::self_node(&st, me, settings, now), users, &grants, &st.users, settings, now);
         msg.peers = (!peers.is_empty()).then_some(peers);
         Some(without_control_time(serde_json::to_value(&msg).unwrap()))
     }
@@ -1052,9 +1059,17 @@ mod tests {
                 }
                 1 => {
                     let endpoints = vec![format!("192.0.2.{}:{}", id.0, 40_000 + step)];
-                    let hostinfo = rng.gen_bool(0.3).then(|| Hostinfo { hostname: format!("h{step}"), ..Default::default() });
+                    let hostinfo =
+                        rng.gen_bool(0.3).then(|| Hostinfo { hostname: format!("h{step}"), ..Default::default() });
                     let disco = if rng.gen_bool(0.3) { DiscoKey([rng.r#gen(); 32]) } else { DiscoKey::default() };
-                    tailnet.apply_client_update(id, disco, Some(endpoints), hostinfo, rng.gen_range(100..120), &settings);
+                    tailnet.apply_client_update(
+                        id,
+                        disco,
+                        Some(endpoints),
+                        hostinfo,
+                        rng.gen_range(100..120),
+                        &settings,
+                    );
                 }
                 2 => {
                     if let Some((receiver, _)) = tailnet.open_session(id, Compression::None, &settings) {

@@ -30,7 +30,10 @@ struct View {
 impl View {
     fn apply(&mut self, msg: &Value) {
         if let Some(peers) = msg["Peers"].as_array() {
-            self.peers = peers.iter().map(|p| (p["ID"].as_i64().unwrap(), (p["Endpoints"].clone(), p["Online"].clone()))).collect();
+            self.peers = peers
+                .iter()
+                .map(|p| (p["ID"].as_i64().unwrap(), (p["Endpoints"].clone(), p["Online"].clone())))
+                .collect();
         }
         for p in msg["PeersChanged"].as_array().into_iter().flatten() {
             self.peers.insert(p["ID"].as_i64().unwrap(), (p["Endpoints"].clone(), p["Online"].clone()));
@@ -177,7 +180,13 @@ async fn deltas_rebuild_exactly_the_full_map() {
                 4 if !nodes.is_empty() => {
                     let (_, machine, node, _) = &nodes[rng.gen_range(0..nodes.len())];
                     let eps = vec![format!("192.0.2.{}:41641", rng.gen_range(0..250) + 1)];
-                    let req = MapRequest { version: 130, node_key: *node, omit_peers: true, endpoints: Some(eps), ..Default::default() };
+                    let req = MapRequest {
+                        version: 130,
+                        node_key: *node,
+                        omit_peers: true,
+                        endpoints: Some(eps),
+                        ..Default::default()
+                    };
                     control.map(*machine, req).await;
                 }
                 5 => {
@@ -233,7 +242,13 @@ async fn a_session_that_falls_behind_catches_up_with_one_full_map() {
     let endpoint = |i: usize| format!("192.0.2.1:{}", 10_000 + i);
     let changes = 400;
     for i in 1..=changes {
-        let req = MapRequest { version: 130, node_key: changer_k, omit_peers: true, endpoints: Some(vec![endpoint(i)]), ..Default::default() };
+        let req = MapRequest {
+            version: 130,
+            node_key: changer_k,
+            omit_peers: true,
+            endpoints: Some(vec![endpoint(i)]),
+            ..Default::default()
+        };
         assert!(control.map(changer_m, req).await.status().is_success());
     }
     let latest = serde_json::json!([endpoint(changes)]);

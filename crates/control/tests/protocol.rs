@@ -39,8 +39,23 @@ async fn start(settings: Settings) -> TestServer {
 }
 
 fn settings() -> Settings {
-    let node = DerpNode { name: "999a".into(), region_id: 999, host_name: "127.0.0.1".into(), ipv4: "127.0.0.1".into(), ipv6: "none".into(), derp_port: 8443, insecure_for_tests: true, ..Default::default() };
-    let region = DerpRegion { region_id: 999, region_code: "tw".into(), region_name: "test".into(), nodes: vec![node], ..Default::default() };
+    let node = DerpNode {
+        name: "999a".into(),
+        region_id: 999,
+        host_name: "127.0.0.1".into(),
+        ipv4: "127.0.0.1".into(),
+        ipv6: "none".into(),
+        derp_port: 8443,
+        insecure_for_tests: true,
+        ..Default::default()
+    };
+    let region = DerpRegion {
+        region_id: 999,
+        region_code: "tw".into(),
+        region_name: "test".into(),
+        nodes: vec![node],
+        ..Default::default()
+    };
     Settings::for_tests(DerpMap { regions: [(999, region)].into(), omit_default_regions: false })
 }
 
@@ -83,7 +98,10 @@ impl Client {
     }
 
     async fn post(&mut self, path: &str, body: Value) -> (u16, hyper::body::Incoming) {
-        let req = http::Request::post(path).header("content-type", "application/json").body(Full::new(Bytes::from(body.to_string()))).unwrap();
+        let req = http::Request::post(path)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
         let resp = self.h2.send_request(req).await.unwrap();
         (resp.status().as_u16(), resp.into_body())
     }
@@ -122,7 +140,8 @@ impl MapStream {
                     if self.buf.len() >= 4 + n {
                         let payload: Vec<u8> = self.buf.drain(..4 + n).skip(4).collect();
                         let json = if self.zstd { zstd::stream::decode_all(&payload[..]).unwrap() } else { payload };
-                        let _: ts_control_serde::MapResponse = serde_json::from_slice(&json).expect("tailscale-rs parses every message");
+                        let _: ts_control_serde::MapResponse =
+                            serde_json::from_slice(&json).expect("tailscale-rs parses every message");
                         return serde_json::from_slice(&json).unwrap();
                     }
                 }
@@ -151,7 +170,11 @@ impl MapStream {
 
 async fn key(server: &TestServer, user: &str, reusable: bool, ephemeral: bool) -> String {
     let u = server.control.create_user(T, user, "", "").await.unwrap();
-    let (_, secret) = server.control.create_pre_auth_key(T, NewKeyRequest { user: Some(u.id), reusable, ephemeral, ..Default::default() }).await.unwrap();
+    let (_, secret) = server
+        .control
+        .create_pre_auth_key(T, NewKeyRequest { user: Some(u.id), reusable, ephemeral, ..Default::default() })
+        .await
+        .unwrap();
     secret
 }
 
@@ -208,7 +231,11 @@ async fn first_map_is_complete_and_changes_arrive_as_deltas_within_a_second() {
     let (status, _) = b.post("/machine/map", lite).await;
     assert_eq!(status, 200);
     let eps = sa.until(SEC, |m| patch_for(m, &b_id).is_some_and(|p| p.get("Endpoints").is_some())).await;
-    assert_eq!(patch_for(&eps, &b_id).unwrap()["Endpoints"], json!(["192.0.2.7:41641"]), "link-local endpoints dropped");
+    assert_eq!(
+        patch_for(&eps, &b_id).unwrap()["Endpoints"],
+        json!(["192.0.2.7:41641"]),
+        "link-local endpoints dropped"
+    );
 
     // B's stream ends: A sees it offline, with a last-seen time.
     drop(sb);
@@ -236,7 +263,10 @@ async fn garbage_gets_errors_not_panics() {
         ("no upgrade", "POST /ts2021 HTTP/1.1\r\nHost: x\r\n\r\n".to_string()),
         ("bad base64", format!("POST /ts2021 HTTP/1.1\r\nHost: x\r\n{upgrade}X-Tailscale-Handshake: !!!\r\n\r\n")),
         ("short init", format!("POST /ts2021 HTTP/1.1\r\nHost: x\r\n{upgrade}X-Tailscale-Handshake: AAAA\r\n\r\n")),
-        ("forged init", format!("POST /ts2021 HTTP/1.1\r\nHost: x\r\n{upgrade}X-Tailscale-Handshake: {}\r\n\r\n", forged_init())),
+        (
+            "forged init",
+            format!("POST /ts2021 HTTP/1.1\r\nHost: x\r\n{upgrade}X-Tailscale-Handshake: {}\r\n\r\n", forged_init()),
+        ),
     ];
     for (what, req) in cases {
         let resp = raw_request(server.addr, &req).await;
@@ -291,7 +321,11 @@ async fn logout_ephemeral_collection_and_restart_path() {
     let server = start(s).await;
     let reusable = key(&server, "dave", true, false).await;
     let u = server.control.list_users(T).await.unwrap()[0].id;
-    let (_, eph) = server.control.create_pre_auth_key(T, NewKeyRequest { user: Some(u), ephemeral: true, ..Default::default() }).await.unwrap();
+    let (_, eph) = server
+        .control
+        .create_pre_auth_key(T, NewKeyRequest { user: Some(u), ephemeral: true, ..Default::default() })
+        .await
+        .unwrap();
 
     let mut watcher = Client::connect(&server, &MachineKeyPair::random(), NodeKeyPair::random()).await;
     watcher.register(&reusable, "watcher").await;
@@ -392,12 +426,14 @@ async fn node_key_rotation_and_keep_alives() {
     assert_eq!(status, 200);
     let v: Value = serde_json::from_slice(&b.collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["MachineAuthorized"], true, "{v}");
-    let changed = sw.until(SEC, |m| m["PeersChanged"].as_array().is_some_and(|p| p[0]["Key"] == new.public.to_string())).await;
+    let changed =
+        sw.until(SEC, |m| m["PeersChanged"].as_array().is_some_and(|p| p[0]["Key"] == new.public.to_string())).await;
     assert_eq!(changed["PeersChanged"][0]["ID"], id);
     assert_eq!(changed["PeersChanged"][0]["Addresses"], ip);
 
     // The old key no longer opens a map; the new one does.
-    let (status, _) = r.post("/machine/map", json!({"Version": 130, "NodeKey": old.public.to_string(), "Stream": false})).await;
+    let (status, _) =
+        r.post("/machine/map", json!({"Version": 130, "NodeKey": old.public.to_string(), "Stream": false})).await;
     assert_eq!(status, 404);
     r.node = new;
     let mut sr = r.stream("").await;
@@ -436,7 +472,10 @@ async fn policy_limits_peers_and_filters_and_changes_arrive_as_deltas() {
     let first_b = sb.next(SEC).await;
     let first_c = sc.next(SEC).await;
     let names = |m: &Value| -> Vec<String> {
-        m["Peers"].as_array().map(|p| p.iter().map(|n| n["Name"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+        m["Peers"]
+            .as_array()
+            .map(|p| p.iter().map(|n| n["Name"].as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
     };
     assert_eq!(names(&first_a), vec!["b.tailnet.internal.", "c.tailnet.internal."]);
     assert_eq!(names(&first_b), vec!["a.tailnet.internal."]);
@@ -453,7 +492,13 @@ async fn policy_limits_peers_and_filters_and_changes_arrive_as_deltas() {
         let name = name.to_string();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(control.list_nodes(T, None)).unwrap().into_iter().find(|v| v.record.given_name == name).unwrap().record.id
+            rt.block_on(control.list_nodes(T, None))
+                .unwrap()
+                .into_iter()
+                .find(|v| v.record.given_name == name)
+                .unwrap()
+                .record
+                .id
         })
         .join()
         .unwrap()
@@ -473,7 +518,11 @@ async fn policy_limits_peers_and_filters_and_changes_arrive_as_deltas() {
     let err = server.control.set_policy(T, failing).await.unwrap_err();
     assert!(err.to_string().contains("test"), "{err}");
     assert_eq!(server.control.policy(T).await.unwrap().policy, policy);
-    let err = server.control.set_policy(T, r#"{"acls": [{"action": "accept", "src": ["group:nope"], "dst": ["*:*"]}]}"#).await.unwrap_err();
+    let err = server
+        .control
+        .set_policy(T, r#"{"acls": [{"action": "accept", "src": ["group:nope"], "dst": ["*:*"]}]}"#)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("group:nope"), "{err}");
 
     // Allowing b → a too reaches a as a new packet filter, without reconnecting.
@@ -495,7 +544,12 @@ async fn policy_limits_peers_and_filters_and_changes_arrive_as_deltas() {
 fn node_ips(server: &TestServer) -> Vec<(String, String)> {
     let control = server.control.clone();
     let views = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(control.list_nodes(T, None)).unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(control.list_nodes(T, None))
+            .unwrap()
     })
     .join()
     .unwrap();
@@ -515,12 +569,19 @@ async fn new_dns_records_and_derp_maps_reach_every_session_in_both_encodings() {
     assert!(sa.next(SEC).await["DNSConfig"].get("ExtraRecords").is_none());
     sb.next(SEC).await;
 
-    let record = tailwarden_wire::DnsRecord { name: "grafana.example.com".into(), record_type: "A".into(), value: "100.64.0.9".into() };
+    let record = tailwarden_wire::DnsRecord {
+        name: "grafana.example.com".into(),
+        record_type: "A".into(),
+        value: "100.64.0.9".into(),
+    };
     assert!(server.control.set_extra_records(vec![record.clone()]));
     assert!(!server.control.set_extra_records(vec![record]), "the same records are no change");
     for stream in [&mut sa, &mut sb] {
         let msg = stream.until(SEC, |m| m.get("DNSConfig").is_some()).await;
-        assert_eq!(msg["DNSConfig"]["ExtraRecords"], json!([{"Name": "grafana.example.com", "Type": "A", "Value": "100.64.0.9"}]));
+        assert_eq!(
+            msg["DNSConfig"]["ExtraRecords"],
+            json!([{"Name": "grafana.example.com", "Type": "A", "Value": "100.64.0.9"}])
+        );
         assert_eq!(msg["DNSConfig"]["Domains"][0], "tailnet.internal");
     }
 
@@ -566,7 +627,8 @@ async fn admin_changes_keep_what_the_client_just_reported() {
 
     let msg = sv
         .until(2 * SEC, |m| {
-            change_for(m, &router_id).is_some_and(|n| n["AllowedIPs"].as_array().is_some_and(|a| a.iter().any(|p| p == "192.0.2.0/24")))
+            change_for(m, &router_id)
+                .is_some_and(|n| n["AllowedIPs"].as_array().is_some_and(|a| a.iter().any(|p| p == "192.0.2.0/24")))
         })
         .await;
     let node = change_for(&msg, &router_id).unwrap();

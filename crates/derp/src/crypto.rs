@@ -26,24 +26,14 @@ pub fn public_key(secret: &SecretKey) -> Key {
 }
 
 /// Seal `plaintext` from `my_secret` to `peer`, returning `tag || ciphertext`.
-pub fn seal(
-    my_secret: &SecretKey,
-    peer: &Key,
-    nonce: &Nonce,
-    plaintext: &[u8],
-) -> Result<Vec<u8>, DerpError> {
+pub fn seal(my_secret: &SecretKey, peer: &Key, nonce: &Nonce, plaintext: &[u8]) -> Result<Vec<u8>, DerpError> {
     SalsaBox::new(&PublicKey::from(*peer), my_secret)
         .encrypt(GenericArray::from_slice(nonce), plaintext)
         .map_err(|_| DerpError::BoxSeal { peer: *peer })
 }
 
 /// Open a box sealed by `peer` to `my_secret`.
-pub fn open(
-    my_secret: &SecretKey,
-    peer: &Key,
-    nonce: &Nonce,
-    sealed: &[u8],
-) -> Result<Vec<u8>, DerpError> {
+pub fn open(my_secret: &SecretKey, peer: &Key, nonce: &Nonce, sealed: &[u8]) -> Result<Vec<u8>, DerpError> {
     SalsaBox::new(&PublicKey::from(*peer), my_secret)
         .decrypt(GenericArray::from_slice(nonce), sealed)
         .map_err(|_| DerpError::BoxOpen { peer: *peer })
@@ -64,10 +54,7 @@ pub struct ClientInfo {
 
 /// Lower-case a JSON key and drop underscores, so `CanAckPings` and `can_ack_pings` compare equal.
 fn normalise_key(key: &str) -> String {
-    key.chars()
-        .filter(|c| *c != '_')
-        .flat_map(char::to_lowercase)
-        .collect()
+    key.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect()
 }
 
 fn parse_object(what: &'static str, json: &[u8]) -> Result<Map<String, Value>, DerpError> {
@@ -136,15 +123,9 @@ fn is_false(b: &bool) -> bool {
 #[derive(Serialize)]
 struct ServerInfoWire {
     version: u32,
-    #[serde(
-        rename = "TokenBucketBytesPerSecond",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "TokenBucketBytesPerSecond", skip_serializing_if = "Option::is_none")]
     token_bucket_bytes_per_second: Option<u32>,
-    #[serde(
-        rename = "TokenBucketBytesBurst",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "TokenBucketBytesBurst", skip_serializing_if = "Option::is_none")]
     token_bucket_bytes_burst: Option<u32>,
 }
 
@@ -161,11 +142,7 @@ pub struct ServerInfo {
 
 impl Default for ServerInfo {
     fn default() -> Self {
-        Self {
-            version: PROTOCOL_VERSION,
-            token_bucket_bytes_per_second: None,
-            token_bucket_bytes_burst: None,
-        }
+        Self { version: PROTOCOL_VERSION, token_bucket_bytes_per_second: None, token_bucket_bytes_burst: None }
     }
 }
 
@@ -183,10 +160,7 @@ impl ServerInfo {
 
     /// Parse ServerInfo JSON leniently (same key matching as [`ClientInfo::from_json`]).
     pub fn from_json(json: &[u8]) -> Result<Self, DerpError> {
-        let mut info = Self {
-            version: 0,
-            ..Self::default()
-        };
+        let mut info = Self { version: 0, ..Self::default() };
         for (key, value) in parse_object("ServerInfo", json)? {
             match normalise_key(&key).as_str() {
                 "version" => info.version = as_u32(&value).unwrap_or(info.version),
@@ -207,11 +181,7 @@ pub fn seal_client_info(
     info: &ClientInfo,
 ) -> Result<Message, DerpError> {
     let sealed = seal(client_secret, server_key, nonce, &info.to_json())?;
-    Ok(Message::ClientInfo {
-        key: public_key(client_secret),
-        nonce: *nonce,
-        sealed: Bytes::from(sealed),
-    })
+    Ok(Message::ClientInfo { key: public_key(client_secret), nonce: *nonce, sealed: Bytes::from(sealed) })
 }
 
 /// Open and parse the box of a ClientInfo frame sent by `client_key`.
@@ -232,10 +202,7 @@ pub fn seal_server_info(
     info: &ServerInfo,
 ) -> Result<Message, DerpError> {
     let sealed = seal(server_secret, client_key, nonce, &info.to_json())?;
-    Ok(Message::ServerInfo {
-        nonce: *nonce,
-        sealed: Bytes::from(sealed),
-    })
+    Ok(Message::ServerInfo { nonce: *nonce, sealed: Bytes::from(sealed) })
 }
 
 /// Open and parse the box of a ServerInfo frame from `server_key`.
@@ -260,28 +227,16 @@ mod tests {
     fn client_info_round_trip_through_the_box() {
         let client = key(1);
         let server = key(2);
-        let info = ClientInfo {
-            version: Some(2),
-            mesh_key: None,
-            can_ack_pings: true,
-            is_prober: false,
-        };
+        let info = ClientInfo { version: Some(2), mesh_key: None, can_ack_pings: true, is_prober: false };
         let nonce = [9u8; 24];
-        let Message::ClientInfo {
-            key: ck,
-            nonce: n,
-            sealed,
-        } = seal_client_info(&client, &public_key(&server), &nonce, &info).unwrap()
+        let Message::ClientInfo { key: ck, nonce: n, sealed } =
+            seal_client_info(&client, &public_key(&server), &nonce, &info).unwrap()
         else {
             panic!("wrong message");
         };
         assert_eq!(ck, public_key(&client));
         assert_eq!(n, nonce);
-        assert_eq!(
-            sealed.len(),
-            info.to_json().len() + 16,
-            "box is tag + ciphertext"
-        );
+        assert_eq!(sealed.len(), info.to_json().len() + 16, "box is tag + ciphertext");
         assert_eq!(open_client_info(&server, &ck, &n, &sealed).unwrap(), info);
     }
 
@@ -290,21 +245,14 @@ mod tests {
         let client = key(3);
         let server = key(4);
         let nonce = [7u8; 24];
-        let Message::ServerInfo { nonce: n, sealed } = seal_server_info(
-            &server,
-            &public_key(&client),
-            &nonce,
-            &ServerInfo::default(),
-        )
-        .unwrap() else {
+        let Message::ServerInfo { nonce: n, sealed } =
+            seal_server_info(&server, &public_key(&client), &nonce, &ServerInfo::default()).unwrap()
+        else {
             panic!("wrong message");
         };
         let plain = open(&client, &public_key(&server), &n, &sealed).unwrap();
         assert_eq!(plain, br#"{"version":2}"#);
-        assert_eq!(
-            open_server_info(&client, &public_key(&server), &n, &sealed).unwrap(),
-            ServerInfo::default()
-        );
+        assert_eq!(open_server_info(&client, &public_key(&server), &n, &sealed).unwrap(), ServerInfo::default());
     }
 
     #[test]
@@ -315,10 +263,7 @@ mod tests {
         let nonce = [1u8; 24];
         let sealed = seal(&client, &public_key(&server), &nonce, b"{}").unwrap();
         assert!(open(&server, &public_key(&client), &nonce, &sealed).is_ok());
-        assert!(matches!(
-            open(&server, &public_key(&other), &nonce, &sealed),
-            Err(DerpError::BoxOpen { .. })
-        ));
+        assert!(matches!(open(&server, &public_key(&other), &nonce, &sealed), Err(DerpError::BoxOpen { .. })));
         let mut bad = sealed.clone();
         bad[17] ^= 1;
         assert!(open(&server, &public_key(&client), &nonce, &bad).is_err());
@@ -330,14 +275,9 @@ mod tests {
     /// (16-byte tag first), which is what Go's `box.Seal` produces.
     #[test]
     fn nacl_box_test_vector() {
-        let alice_sk = SecretKey::from(hex32(
-            "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
-        ));
+        let alice_sk = SecretKey::from(hex32("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"));
         let bob_pk = hex32("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
-        let nonce: Nonce = hex::decode("69696ee955b62b73cd62bda875fc73d68219e0036b7a0b37")
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let nonce: Nonce = hex::decode("69696ee955b62b73cd62bda875fc73d68219e0036b7a0b37").unwrap().try_into().unwrap();
         let m = hex::decode(concat!(
             "be075fc53c81f2d5cf141316ebeb0c7b5228c52a4c62cbd44b66849b64244ffc",
             "e5ecbaaf33bd751a1ac728d45e6c61296cdc3c01233561f41db66cce314adb31",
@@ -347,10 +287,7 @@ mod tests {
         .unwrap();
         let c = seal(&alice_sk, &bob_pk, &nonce, &m).unwrap();
         assert_eq!(c.len(), m.len() + 16);
-        assert_eq!(
-            hex::encode(&c[..32]),
-            "f3ffc7703f9400e52a7dfb4b3d3305d98e993b9f48681273c29650ba32fc76ce"
-        );
+        assert_eq!(hex::encode(&c[..32]), "f3ffc7703f9400e52a7dfb4b3d3305d98e993b9f48681273c29650ba32fc76ce");
     }
 
     fn hex32(s: &str) -> [u8; 32] {
@@ -360,29 +297,13 @@ mod tests {
     #[test]
     fn client_info_json_is_lenient() {
         let go = ClientInfo::from_json(br#"{"version":2,"CanAckPings":true}"#).unwrap();
-        assert_eq!(
-            go,
-            ClientInfo {
-                version: Some(2),
-                mesh_key: None,
-                can_ack_pings: true,
-                is_prober: false
-            }
-        );
+        assert_eq!(go, ClientInfo { version: Some(2), mesh_key: None, can_ack_pings: true, is_prober: false });
 
         let rs = ClientInfo::from_json(
             br#"{"version":2,"can_ack_pings":true,"is_prober":false,"mesh_key":null,"extra":[1,2]}"#,
         )
         .unwrap();
-        assert_eq!(
-            rs,
-            ClientInfo {
-                version: Some(2),
-                mesh_key: None,
-                can_ack_pings: true,
-                is_prober: false
-            }
-        );
+        assert_eq!(rs, ClientInfo { version: Some(2), mesh_key: None, can_ack_pings: true, is_prober: false });
 
         let mesh = ClientInfo::from_json(br#"{"meshKey":"abcd","IsProber":true}"#).unwrap();
         assert_eq!(mesh.mesh_key.as_deref(), Some("abcd"));
@@ -393,8 +314,7 @@ mod tests {
         assert_eq!(rs_mesh.mesh_key.as_deref(), Some("ef01"));
 
         assert_eq!(ClientInfo::from_json(b"{}").unwrap(), ClientInfo::default());
-        let wrong_types =
-            ClientInfo::from_json(br#"{"version":"2","CanAckPings":1,"meshKey":5}"#).unwrap();
+        let wrong_types = ClientInfo::from_json(br#"{"version":"2","CanAckPings":1,"meshKey":5}"#).unwrap();
         assert_eq!(wrong_types, ClientInfo::default());
         let huge = ClientInfo::from_json(br#"{"version":99999999999}"#).unwrap();
         assert_eq!(huge.version, None);
@@ -402,43 +322,23 @@ mod tests {
 
     #[test]
     fn client_info_json_errors() {
-        assert!(matches!(
-            ClientInfo::from_json(b"[]"),
-            Err(DerpError::InfoNotObject { .. })
-        ));
-        assert!(matches!(
-            ClientInfo::from_json(b"{"),
-            Err(DerpError::InfoJson { .. })
-        ));
-        assert!(matches!(
-            ClientInfo::from_json(b""),
-            Err(DerpError::InfoJson { .. })
-        ));
+        assert!(matches!(ClientInfo::from_json(b"[]"), Err(DerpError::InfoNotObject { .. })));
+        assert!(matches!(ClientInfo::from_json(b"{"), Err(DerpError::InfoJson { .. })));
+        assert!(matches!(ClientInfo::from_json(b""), Err(DerpError::InfoJson { .. })));
     }
 
     #[test]
     fn client_info_go_spelling() {
-        let info = ClientInfo {
-            version: Some(2),
-            mesh_key: None,
-            can_ack_pings: true,
-            is_prober: false,
-        };
+        let info = ClientInfo { version: Some(2), mesh_key: None, can_ack_pings: true, is_prober: false };
         assert_eq!(info.to_json(), br#"{"version":2,"CanAckPings":true}"#);
     }
 
     #[test]
     fn server_info_token_bucket_fields() {
-        let info = ServerInfo {
-            version: 2,
-            token_bucket_bytes_per_second: Some(100),
-            token_bucket_bytes_burst: Some(200),
-        };
+        let info =
+            ServerInfo { version: 2, token_bucket_bytes_per_second: Some(100), token_bucket_bytes_burst: Some(200) };
         let json = info.to_json();
-        assert_eq!(
-            json,
-            br#"{"version":2,"TokenBucketBytesPerSecond":100,"TokenBucketBytesBurst":200}"#
-        );
+        assert_eq!(json, br#"{"version":2,"TokenBucketBytesPerSecond":100,"TokenBucketBytesBurst":200}"#);
         assert_eq!(ServerInfo::from_json(&json).unwrap(), info);
     }
 }

@@ -101,9 +101,7 @@ pub enum DerpError {
         timeout: Duration,
     },
     /// A client sent a frame reserved for mesh peers; this server has no mesh support.
-    #[error(
-        "{frame_type} frames are only allowed from mesh peers, which this server does not support"
-    )]
+    #[error("{frame_type} frames are only allowed from mesh peers, which this server does not support")]
     MeshFrameForbidden {
         /// The mesh-only frame type.
         frame_type: FrameType,

@@ -135,20 +135,10 @@ pub fn binding_response(txid: TransactionId, addr: SocketAddr) -> Vec<u8> {
         v4 => v4,
     };
     let (family, addr_bytes): (u8, Vec<u8>) = match ip {
-        IpAddr::V4(v4) => (
-            0x01,
-            v4.octets()
-                .iter()
-                .zip(MAGIC_COOKIE)
-                .map(|(a, k)| a ^ k)
-                .collect(),
-        ),
+        IpAddr::V4(v4) => (0x01, v4.octets().iter().zip(MAGIC_COOKIE).map(|(a, k)| a ^ k).collect()),
         IpAddr::V6(v6) => {
             let key = MAGIC_COOKIE.iter().chain(txid.0.iter());
-            (
-                0x02,
-                v6.octets().iter().zip(key).map(|(a, k)| a ^ k).collect(),
-            )
+            (0x02, v6.octets().iter().zip(key).map(|(a, k)| a ^ k).collect())
         }
     };
     let value_len = 4 + addr_bytes.len();
@@ -218,10 +208,7 @@ mod tests {
 
     #[test]
     fn parses_tailscale_request() {
-        assert_eq!(
-            parse_binding_request(&tailscale_request()),
-            Ok(TransactionId(TXID))
-        );
+        assert_eq!(parse_binding_request(&tailscale_request()), Ok(TransactionId(TXID)));
     }
 
     #[test]
@@ -244,51 +231,28 @@ mod tests {
     fn rejects_bad_fingerprint() {
         let mut p = tailscale_request();
         p[39] ^= 0xff;
-        assert!(matches!(
-            parse_binding_request(&p),
-            Err(StunError::FingerprintMismatch { .. })
-        ));
+        assert!(matches!(parse_binding_request(&p), Err(StunError::FingerprintMismatch { .. })));
         // Tampering with the body also breaks the fingerprint.
         let mut p = tailscale_request();
         p[24] = b'X';
-        assert!(matches!(
-            parse_binding_request(&p),
-            Err(StunError::FingerprintMismatch { .. })
-        ));
+        assert!(matches!(parse_binding_request(&p), Err(StunError::FingerprintMismatch { .. })));
     }
 
     #[test]
     fn rejects_malformed() {
         let good = tailscale_request();
-        assert_eq!(
-            parse_binding_request(&good[..19]),
-            Err(StunError::TooShort { len: 19 })
-        );
+        assert_eq!(parse_binding_request(&good[..19]), Err(StunError::TooShort { len: 19 }));
         let mut p = good.clone();
         p[1] = 0x11;
-        assert_eq!(
-            parse_binding_request(&p),
-            Err(StunError::NotBindingRequest {
-                message_type: 0x0011
-            })
-        );
+        assert_eq!(parse_binding_request(&p), Err(StunError::NotBindingRequest { message_type: 0x0011 }));
         let mut p = good.clone();
         p[4] = 0;
-        assert!(matches!(
-            parse_binding_request(&p),
-            Err(StunError::BadMagicCookie { .. })
-        ));
-        assert!(matches!(
-            parse_binding_request(&good[..36]),
-            Err(StunError::LengthMismatch { .. })
-        ));
+        assert!(matches!(parse_binding_request(&p), Err(StunError::BadMagicCookie { .. })));
+        assert!(matches!(parse_binding_request(&good[..36]), Err(StunError::LengthMismatch { .. })));
         // Attribute length pointing past the end.
         let mut p = good.clone();
         p[22..24].copy_from_slice(&[0x00, 0x40]);
-        assert!(matches!(
-            parse_binding_request(&p),
-            Err(StunError::AttributeOverrun { offset: 20 })
-        ));
+        assert!(matches!(parse_binding_request(&p), Err(StunError::AttributeOverrun { offset: 20 })));
         // FINGERPRINT not last.
         let mut p = vec![0x00, 0x01, 0x00, 0x10, 0x21, 0x12, 0xA4, 0x42];
         p.extend_from_slice(&TXID);
@@ -306,24 +270,16 @@ mod tests {
         // 192.0.2.1 = c0 00 02 01 XOR 21 12 a4 42 = e1 12 a6 43
         let mut want = vec![0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xA4, 0x42];
         want.extend_from_slice(&TXID);
-        want.extend_from_slice(&[
-            0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xA1, 0x47, 0xE1, 0x12, 0xA6, 0x43,
-        ]);
+        want.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xA1, 0x47, 0xE1, 0x12, 0xA6, 0x43]);
         assert_eq!(got, want);
         assert_eq!(got.len(), 32);
     }
 
     #[test]
     fn v4_mapped_source_is_answered_as_ipv4() {
-        let mapped = SocketAddr::new(
-            IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()),
-            32853,
-        );
+        let mapped = SocketAddr::new(IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()), 32853);
         let plain = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 32853);
-        assert_eq!(
-            binding_response(TransactionId(TXID), mapped),
-            binding_response(TransactionId(TXID), plain)
-        );
+        assert_eq!(binding_response(TransactionId(TXID), mapped), binding_response(TransactionId(TXID), plain));
     }
 
     #[test]
@@ -332,9 +288,7 @@ mod tests {
         let got = binding_response(TransactionId(TXID), SocketAddr::new(IpAddr::V6(ip), 1));
         // 2001:0db8:0000...0001 XOR 2112a442 0102030405060708090a0b0c:
         // 20^21=01 01^12=13 0d^a4=a9 b8^42=fa | 00^01..00^0b = 01..0b | 01^0c = 0d
-        let xored = [
-            0x01, 0x13, 0xa9, 0xfa, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0x0d,
-        ];
+        let xored = [0x01, 0x13, 0xa9, 0xfa, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0x0d];
         let mut want = vec![0x01, 0x01, 0x00, 0x18, 0x21, 0x12, 0xA4, 0x42];
         want.extend_from_slice(&TXID);
         // port 1 ^ 0x2112 = 0x2113
@@ -352,10 +306,7 @@ mod tests {
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         client.send_to(b"garbage", server_addr).await.unwrap();
         client.send_to(&[], server_addr).await.unwrap();
-        client
-            .send_to(&tailscale_request(), server_addr)
-            .await
-            .unwrap();
+        client.send_to(&tailscale_request(), server_addr).await.unwrap();
         let mut buf = [0u8; 128];
         let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
             .await

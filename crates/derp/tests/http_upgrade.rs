@@ -13,9 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tailwarden_derp::http::{
-    WebSocketByteStream, generate_204, handle_derp_upgrade, probe_response,
-};
+use tailwarden_derp::http::{WebSocketByteStream, generate_204, handle_derp_upgrade, probe_response};
 use tailwarden_derp::{AdmitAll, DerpServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,10 +48,7 @@ async fn start() -> TestHttpServer {
                             "/derp" => handle_derp_upgrade(d, req),
                             "/derp/probe" | "/derp/latency-check" => probe_response(req.method()),
                             "/generate_204" => generate_204(&req),
-                            _ => hyper::Response::builder()
-                                .status(404)
-                                .body(Full::default())
-                                .unwrap(),
+                            _ => hyper::Response::builder().status(404).body(Full::default()).unwrap(),
                         };
                         Ok::<_, Infallible>(resp)
                     }
@@ -65,11 +60,7 @@ async fn start() -> TestHttpServer {
             });
         }
     });
-    TestHttpServer {
-        addr,
-        derp,
-        _tasks: tasks,
-    }
+    TestHttpServer { addr, derp, _tasks: tasks }
 }
 
 /// Send a raw HTTP/1.1 request and read the response head byte by byte, leaving whatever
@@ -94,9 +85,7 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 
 async fn derp_over_tcp(addr: SocketAddr, method: &str, seed: u8) -> TestClient<TcpStream> {
-    let req = format!(
-        "{method} /derp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n"
-    );
+    let req = format!("{method} /derp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n");
     let (stream, head) = raw_request(addr, &req).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert_eq!(header(&head, "upgrade"), Some("DERP"));
@@ -126,20 +115,14 @@ async fn public_key_header_matches_server_key_frame() {
     .await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let key = read_server_key(&mut stream).await;
-    assert_eq!(
-        header(&head, "derp-public-key"),
-        Some(hex::encode(key).as_str())
-    );
+    assert_eq!(header(&head, "derp-public-key"), Some(hex::encode(key).as_str()));
 }
 
 #[tokio::test]
 async fn no_upgrade_is_426() {
     let srv = start().await;
-    let (mut stream, head) = raw_request(
-        srv.addr,
-        "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let (mut stream, head) =
+        raw_request(srv.addr, "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 426"), "{head}");
     let mut body = String::new();
     stream.read_to_string(&mut body).await.unwrap();
@@ -152,15 +135,9 @@ async fn derp_over_websocket_talks_to_derp_over_tcp() {
     let mut tcp = derp_over_tcp(srv.addr, "GET", 1).await;
 
     let stream = TcpStream::connect(srv.addr).await.unwrap();
-    let mut request = format!("ws://{}/derp", srv.addr)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "derp".parse().unwrap());
-    let (ws, resp) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .expect("WebSocket handshake");
+    let mut request = format!("ws://{}/derp", srv.addr).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "derp".parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::client_async(request, stream).await.expect("WebSocket handshake");
     assert_eq!(resp.headers()["sec-websocket-protocol"], "derp");
     let mut ws = TestClient::connect(WebSocketByteStream::new(ws), 2).await;
 
@@ -177,10 +154,7 @@ async fn latency_check_and_generate_204_over_keepalive_connection() {
     let mut stream = TcpStream::connect(srv.addr).await.unwrap();
     // Several sequential requests on one HTTP/1.1 connection, as tailscale-rs does.
     for path in ["/derp/latency-check", "/derp/probe", "/derp/latency-check"] {
-        stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.unwrap();
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut b = [0u8; 1];
@@ -192,20 +166,11 @@ async fn latency_check_and_generate_204_over_keepalive_connection() {
         assert_eq!(header(&head, "access-control-allow-origin"), Some("*"));
         assert_eq!(header(&head, "content-length"), Some("0"));
     }
-    let (_, head) = raw_request(
-        srv.addr,
-        "GET /generate_204 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Tailscale-Challenge: abc123\r\n\r\n",
-    )
-    .await;
+    let (_, head) =
+        raw_request(srv.addr, "GET /generate_204 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Tailscale-Challenge: abc123\r\n\r\n")
+            .await;
     assert!(head.starts_with("HTTP/1.1 204"), "{head}");
-    assert_eq!(
-        header(&head, "x-tailscale-response"),
-        Some("response abc123")
-    );
-    let (_, head) = raw_request(
-        srv.addr,
-        "POST /derp/probe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-    )
-    .await;
+    assert_eq!(header(&head, "x-tailscale-response"), Some("response abc123"));
+    let (_, head) = raw_request(srv.addr, "POST /derp/probe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 405"), "{head}");
 }

@@ -16,11 +16,7 @@ fn decode_chunked(stream: &[u8], cuts: &[usize]) -> (Vec<(u8, Vec<u8>)>, bool) {
     let mut rest = stream;
     let mut cuts = cuts.iter().cycle();
     while !rest.is_empty() {
-        let n = cuts
-            .next()
-            .copied()
-            .unwrap_or(rest.len())
-            .clamp(1, rest.len());
+        let n = cuts.next().copied().unwrap_or(rest.len()).clamp(1, rest.len());
         buf.extend_from_slice(&rest[..n]);
         rest = &rest[n..];
         loop {
@@ -40,14 +36,13 @@ fn decode_chunked(stream: &[u8], cuts: &[usize]) -> (Vec<(u8, Vec<u8>)>, bool) {
 
 /// Byte streams that look like frames often enough to get past the header checks.
 fn framish_stream() -> impl Strategy<Value = Vec<u8>> {
-    let frame =
-        (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(t, body)| {
-            let t = t % 0x18;
-            let mut v = vec![t];
-            v.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            v.extend_from_slice(&body);
-            v
-        });
+    let frame = (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(t, body)| {
+        let t = t % 0x18;
+        let mut v = vec![t];
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        v.extend_from_slice(&body);
+        v
+    });
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..2000),
         proptest::collection::vec(frame, 0..12).prop_map(|fs| fs.concat()),
@@ -65,57 +60,32 @@ fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         key().prop_map(|key| Message::ServerKey { key }),
-        (key(), any::<[u8; 24]>(), bytes(300))
-            .prop_map(|(key, nonce, sealed)| Message::ClientInfo { key, nonce, sealed }),
-        (any::<[u8; 24]>(), bytes(300))
-            .prop_map(|(nonce, sealed)| Message::ServerInfo { nonce, sealed }),
+        (key(), any::<[u8; 24]>(), bytes(300)).prop_map(|(key, nonce, sealed)| Message::ClientInfo {
+            key,
+            nonce,
+            sealed
+        }),
+        (any::<[u8; 24]>(), bytes(300)).prop_map(|(nonce, sealed)| Message::ServerInfo { nonce, sealed }),
         (key(), bytes(2000)).prop_map(|(dst, packet)| Message::SendPacket { dst, packet }),
         (key(), bytes(2000)).prop_map(|(src, packet)| Message::RecvPacket { src, packet }),
         Just(Message::KeepAlive),
         any::<bool>().prop_map(|preferred| Message::NotePreferred { preferred }),
-        (key(), any::<u8>()).prop_map(|(key, r)| Message::PeerGone {
-            key,
-            reason: PeerGoneReason::from(r)
-        }),
-        (
-            key(),
-            proptest::option::of((any::<[u8; 16]>(), any::<u16>())),
-            any::<u8>(),
-            0..3u8
-        )
-            .prop_map(|(key, ep, flags, shape)| match shape {
-                0 => Message::PeerPresent {
-                    key,
-                    endpoint: None,
-                    flags: None
-                },
-                1 => Message::PeerPresent {
-                    key,
-                    endpoint: Some(ep.unwrap_or(([0; 16], 0))),
-                    flags: None
-                },
-                _ => Message::PeerPresent {
-                    key,
-                    endpoint: Some(ep.unwrap_or(([0; 16], 0))),
-                    flags: Some(flags)
-                },
-            }),
-        (key(), key(), bytes(2000)).prop_map(|(src, dst, packet)| Message::ForwardPacket {
-            src,
-            dst,
-            packet
-        }),
+        (key(), any::<u8>()).prop_map(|(key, r)| Message::PeerGone { key, reason: PeerGoneReason::from(r) }),
+        (key(), proptest::option::of((any::<[u8; 16]>(), any::<u16>())), any::<u8>(), 0..3u8).prop_map(
+            |(key, ep, flags, shape)| match shape {
+                0 => Message::PeerPresent { key, endpoint: None, flags: None },
+                1 => Message::PeerPresent { key, endpoint: Some(ep.unwrap_or(([0; 16], 0))), flags: None },
+                _ => Message::PeerPresent { key, endpoint: Some(ep.unwrap_or(([0; 16], 0))), flags: Some(flags) },
+            }
+        ),
+        (key(), key(), bytes(2000)).prop_map(|(src, dst, packet)| Message::ForwardPacket { src, dst, packet }),
         Just(Message::WatchConns),
         key().prop_map(|key| Message::ClosePeer { key }),
         any::<[u8; 8]>().prop_map(|data| Message::Ping { data }),
         any::<[u8; 8]>().prop_map(|data| Message::Pong { data }),
         bytes(200).prop_map(|problem| Message::Health { problem }),
-        (any::<u32>(), any::<u32>()).prop_map(|(reconnect_in_ms, try_for_ms)| {
-            Message::Restarting {
-                reconnect_in_ms,
-                try_for_ms,
-            }
-        }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(reconnect_in_ms, try_for_ms)| { Message::Restarting { reconnect_in_ms, try_for_ms } }),
     ]
 }
 

@@ -140,12 +140,7 @@ async fn not_here_replies_are_rate_limited_to_a_burst_of_three() {
     let before = a.frames_before_pong().await;
     assert_eq!(before.len(), 3, "burst of 3, then limited: {before:?}");
     assert!(before.iter().all(|(t, b)| *t == PEER_GONE && b[32] == 0x01));
-    assert_eq!(
-        s.stats()
-            .packets_dropped_unknown_dest
-            .load(Ordering::Relaxed),
-        6
-    );
+    assert_eq!(s.stats().packets_dropped_unknown_dest.load(Ordering::Relaxed), 6);
 }
 
 #[tokio::test]
@@ -163,10 +158,7 @@ async fn disconnect_tells_only_the_peers_it_sent_to() {
     let mut want = a_key.to_vec();
     want.push(0x00);
     assert_eq!(body, want, "PeerGone(A, disconnected)");
-    assert!(
-        c.frames_before_pong().await.is_empty(),
-        "C never heard from A"
-    );
+    assert!(c.frames_before_pong().await.is_empty(), "C never heard from A");
     eventually("A unregistered", || !s.is_connected(&a_key)).await;
 }
 
@@ -199,10 +191,7 @@ async fn admission_refusal_closes_the_connection() {
         .await
         .expect("closed in time")
         .expect("clean close");
-    assert_eq!(
-        n, 0,
-        "no ServerInfo (or anything else) for a refused client"
-    );
+    assert_eq!(n, 0, "no ServerInfo (or anything else) for a refused client");
     assert!(!s.is_connected(&refused));
     assert_eq!(s.stats().clients_refused.load(Ordering::Relaxed), 1);
     assert_eq!(s.stats().handshakes_failed.load(Ordering::Relaxed), 0);
@@ -241,9 +230,7 @@ async fn oversize_frame_closes_the_connection() {
     // Header only: a SendPacket claiming 64 KiB + 33 bytes.
     let mut header = vec![SEND_PACKET];
     header.extend_from_slice(&(65536u32 + 33).to_be_bytes());
-    tokio::io::AsyncWriteExt::write_all(&mut a.io, &header)
-        .await
-        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut a.io, &header).await.unwrap();
     a.expect_closed().await;
 }
 
@@ -274,25 +261,16 @@ async fn same_key_twice_newest_is_active_and_old_one_takes_over() {
     let mut b = client(&s, 2).await;
     b.send_packet(old.key, b"one").await;
     assert_eq!(new.recv_packet().await, (b.key, b"one".to_vec()));
-    assert!(
-        old.frames_before_pong().await.is_empty(),
-        "old connection gets nothing"
-    );
+    assert!(old.frames_before_pong().await.is_empty(), "old connection gets nothing");
     drop(new);
     // The old connection stays and becomes the active one; B is not told the key is gone.
     let mut delivered = false;
     for _ in 0..200 {
         b.send_packet(old.key, b"two").await;
         let frames = b.frames_before_pong().await;
-        assert!(
-            frames.iter().all(|(t, _)| *t != PEER_GONE),
-            "no PeerGone while a connection remains"
-        );
+        assert!(frames.iter().all(|(t, _)| *t != PEER_GONE), "no PeerGone while a connection remains");
         let got = old.frames_before_pong().await;
-        if got
-            .iter()
-            .any(|f| *f == (RECV_PACKET, [b.key.to_vec(), b"two".to_vec()].concat()))
-        {
+        if got.iter().any(|f| *f == (RECV_PACKET, [b.key.to_vec(), b"two".to_vec()].concat())) {
             delivered = true;
             break;
         }
@@ -310,8 +288,7 @@ async fn full_queue_drops_the_oldest_packets() {
     let mut b = TestClient::connect(pipe_sized(&s, 256), 2).await;
     const N: u16 = 200;
     for i in 0..N {
-        a.send_packet(b.key, &[i.to_be_bytes().as_slice(), &[0u8; 200]].concat())
-            .await;
+        a.send_packet(b.key, &[i.to_be_bytes().as_slice(), &[0u8; 200]].concat()).await;
     }
     // Make sure the server has routed everything A sent before B starts reading.
     assert!(a.frames_before_pong().await.is_empty());
@@ -328,19 +305,11 @@ async fn full_queue_drops_the_oldest_packets() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "delivered in order");
     let st = s.stats().snapshot();
     assert!(st.packets_dropped_queue_full > 0, "queue overflowed");
-    assert_eq!(
-        seqs.len() as u64 + st.packets_dropped_queue_full,
-        u64::from(N),
-        "every packet delivered or dropped"
-    );
+    assert_eq!(seqs.len() as u64 + st.packets_dropped_queue_full, u64::from(N), "every packet delivered or dropped");
     // Queue depth, plus what the server's 8 KiB write buffer and the 256-byte pipe held when the
     // writer got stuck (frames here are 5 + 32 + 202 = 239 bytes).
     let in_flight = 8192 / 239 + 256 / 239 + 6;
-    assert!(
-        seqs.len() <= 32 + in_flight,
-        "at most the queue depth plus buffered frames: {}",
-        seqs.len()
-    );
+    assert!(seqs.len() <= 32 + in_flight, "at most the queue depth plus buffered frames: {}", seqs.len());
 }
 
 #[tokio::test]
@@ -353,14 +322,12 @@ async fn disco_packets_have_their_own_queue() {
     // Get B's writer stuck and its data queue full, then send the disco packet, then flood the
     // data queue well past its depth. A shared queue would push the disco packet out.
     for i in 0..60u16 {
-        a.send_packet(b.key, &[i.to_be_bytes().as_slice(), &[0u8; 200]].concat())
-            .await;
+        a.send_packet(b.key, &[i.to_be_bytes().as_slice(), &[0u8; 200]].concat()).await;
     }
     assert!(a.frames_before_pong().await.is_empty());
     a.send_packet(b.key, &disco).await;
     for i in 60..160u16 {
-        a.send_packet(b.key, &[i.to_be_bytes().as_slice(), &[0u8; 200]].concat())
-            .await;
+        a.send_packet(b.key, &[i.to_be_bytes().as_slice(), &[0u8; 200]].concat()).await;
     }
     assert!(a.frames_before_pong().await.is_empty());
     let mut saw_disco = false;
@@ -384,18 +351,12 @@ async fn keepalive_every_sixty_seconds_plus_jitter() {
     let (t, body) = read_raw(&mut a.io).await.unwrap();
     let waited = start.elapsed();
     assert_eq!((t, body.len()), (KEEP_ALIVE, 0));
-    assert!(
-        waited >= Duration::from_secs(60) && waited <= Duration::from_secs(65),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_secs(60) && waited <= Duration::from_secs(65), "{waited:?}");
     let start = tokio::time::Instant::now();
     let (t, _) = read_raw(&mut a.io).await.unwrap();
     assert_eq!(t, KEEP_ALIVE);
     let waited = start.elapsed();
-    assert!(
-        waited >= Duration::from_secs(60) && waited <= Duration::from_secs(65),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_secs(60) && waited <= Duration::from_secs(65), "{waited:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -407,10 +368,7 @@ async fn handshake_times_out_after_ten_seconds() {
     let mut rest = Vec::new();
     io.read_to_end(&mut rest).await.unwrap();
     let waited = start.elapsed();
-    assert!(
-        waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_secs(10) && waited < Duration::from_secs(11), "{waited:?}");
     assert_eq!(s.stats().handshakes_failed.load(Ordering::Relaxed), 1);
 }
 
@@ -425,10 +383,7 @@ async fn slow_reader_is_disconnected_after_the_write_timeout() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(s.is_connected(&b.key), "still within the write timeout");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        !s.is_connected(&b.key),
-        "disconnected after 2 s stuck on one write"
-    );
+    assert!(!s.is_connected(&b.key), "disconnected after 2 s stuck on one write");
     assert_eq!(s.stats().write_timeouts.load(Ordering::Relaxed), 1);
     drop(b);
 }
@@ -438,17 +393,11 @@ async fn shutdown_closes_connections() {
     let s = server();
     let mut a = client(&s, 1).await;
     let mut b = client(&s, 2).await;
-    eventually("both registered", || {
-        s.stats().clients_connected.load(Ordering::Relaxed) == 2
-    })
-    .await;
+    eventually("both registered", || s.stats().clients_connected.load(Ordering::Relaxed) == 2).await;
     s.shutdown();
     a.expect_closed().await;
     b.expect_closed().await;
-    eventually("all unregistered", || {
-        s.stats().clients_connected.load(Ordering::Relaxed) == 0
-    })
-    .await;
+    eventually("all unregistered", || s.stats().clients_connected.load(Ordering::Relaxed) == 0).await;
     // A connection made after shutdown is closed before the handshake.
     let mut io = pipe(&s);
     let mut rest = Vec::new();

@@ -12,7 +12,7 @@ mod handshake;
 mod record;
 mod stream;
 
-pub use handshake::{Accepted, Initiation, accept, early_payload, INITIATION_LEN, RESPONSE_LEN};
+pub use handshake::{Accepted, INITIATION_LEN, Initiation, RESPONSE_LEN, accept, early_payload};
 pub use record::{MAX_PLAINTEXT, MAX_RECORD, RecordCodec};
 pub use stream::NoiseStream;
 

@@ -110,8 +110,16 @@ mod tests {
     fn pair() -> (RecordCodec, RecordCodec) {
         let k1 = chacha20poly1305::Key::from([7u8; 32]);
         let k2 = chacha20poly1305::Key::from([9u8; 32]);
-        let server = RecordCodec::from_session(Session { initiator_to_responder: k1, responder_to_initiator: k2, role: Role::Responder });
-        let client = RecordCodec::from_session(Session { initiator_to_responder: k1, responder_to_initiator: k2, role: Role::Initiator });
+        let server = RecordCodec::from_session(Session {
+            initiator_to_responder: k1,
+            responder_to_initiator: k2,
+            role: Role::Responder,
+        });
+        let client = RecordCodec::from_session(Session {
+            initiator_to_responder: k1,
+            responder_to_initiator: k2,
+            role: Role::Initiator,
+        });
         (server, client)
     }
 
@@ -148,8 +156,16 @@ mod tests {
         use tokio_util::codec::{Decoder, Encoder};
         let k1 = chacha20poly1305::Key::from([1u8; 32]);
         let k2 = chacha20poly1305::Key::from([2u8; 32]);
-        let mut ours = RecordCodec::from_session(Session { initiator_to_responder: k1, responder_to_initiator: k2, role: Role::Responder });
-        let mut theirs = ts_control_noise::BiCodec::from(Session { initiator_to_responder: k1, responder_to_initiator: k2, role: Role::Initiator });
+        let mut ours = RecordCodec::from_session(Session {
+            initiator_to_responder: k1,
+            responder_to_initiator: k2,
+            role: Role::Responder,
+        });
+        let mut theirs = ts_control_noise::BiCodec::from(Session {
+            initiator_to_responder: k1,
+            responder_to_initiator: k2,
+            role: Role::Initiator,
+        });
         for i in 0..3u8 {
             let mut wire = BytesMut::new();
             ours.seal(&[i; 100], &mut wire).unwrap();

@@ -17,7 +17,11 @@ async fn tailscale_rs_client_completes_handshake_and_exchanges_data() {
     let init = Initiation::from_header(&init_b64).unwrap();
     assert_eq!(init.version, u16::from(capver));
     let accepted = accept(&init, &server_keys.to_x25519_dalek()).unwrap();
-    assert_eq!(accepted.machine_key.0, client_keys.public.to_x25519_dalek().to_bytes(), "server learns the client's machine key");
+    assert_eq!(
+        accepted.machine_key.0,
+        client_keys.public.to_x25519_dalek().to_bytes(),
+        "server learns the client's machine key"
+    );
 
     let (client_io, mut server_io) = tokio::io::duplex(1 << 16);
     server_io.write_all(&accepted.response).await.unwrap();

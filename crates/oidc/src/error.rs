@@ -2,7 +2,9 @@
 
 use crate::identity::Refusal;
 use openidconnect::core::CoreErrorResponseType;
-use openidconnect::{ClaimsVerificationError, DiscoveryError, HttpClientError, RequestTokenError, StandardErrorResponse};
+use openidconnect::{
+    ClaimsVerificationError, DiscoveryError, HttpClientError, RequestTokenError, StandardErrorResponse,
+};
 
 /// What the HTTP client reports.
 pub type HttpError = HttpClientError<reqwest::Error>;

@@ -120,11 +120,17 @@ impl OidcProvider {
     /// `<server_url>/oidc/callback`. Nothing is fetched yet: see [`OidcProvider::discover`].
     pub fn new(config: &OidcConfig, server_url: &str) -> Result<OidcProvider, OidcError> {
         let issuer_text = config.issuer.clone().unwrap_or_default();
-        let issuer = IssuerUrl::new(issuer_text.clone())
-            .map_err(|source| OidcError::Url { key: "oidc.issuer", url: issuer_text, source })?;
+        let issuer = IssuerUrl::new(issuer_text.clone()).map_err(|source| OidcError::Url {
+            key: "oidc.issuer",
+            url: issuer_text,
+            source,
+        })?;
         let callback = format!("{}{CALLBACK_PATH}", server_url.trim_end_matches('/'));
-        let redirect = RedirectUrl::new(callback.clone())
-            .map_err(|source| OidcError::Url { key: "server_url", url: callback, source })?;
+        let redirect = RedirectUrl::new(callback.clone()).map_err(|source| OidcError::Url {
+            key: "server_url",
+            url: callback,
+            source,
+        })?;
         let http = reqwest::Client::builder()
             // Following redirects from the provider would let it point this server at arbitrary URLs.
             .redirect(reqwest::redirect::Policy::none())
@@ -222,10 +228,13 @@ impl OidcProvider {
         // Providers following the code flow strictly put profile claims only in userinfo; a failure there still
         // leaves the ID token's claims, as with Headscale.
         if let Ok(request) = client.user_info(tokens.access_token().clone(), Some(claims.subject().clone())) {
-            let answer: Result<UserInfoClaims<GroupsClaim, CoreGenderClaim>, _> = request.request_async(&self.http).await;
+            let answer: Result<UserInfoClaims<GroupsClaim, CoreGenderClaim>, _> =
+                request.request_async(&self.http).await;
             match answer {
                 Ok(info) => identity = identity.overlay(identity_from_userinfo(&info)),
-                Err(e) => tracing::warn!(issuer = %self.issuer(), error = %e, "userinfo request failed; using the ID token's claims"),
+                Err(e) => {
+                    tracing::warn!(issuer = %self.issuer(), error = %e, "userinfo request failed; using the ID token's claims")
+                }
             }
         }
         self.rules.check(&identity)?;
@@ -268,8 +277,9 @@ impl OidcProvider {
         let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
             .await
             .map_err(|source| OidcError::Discovery { issuer: self.issuer().to_string(), source })?;
-        let client = CoreClient::from_provider_metadata(metadata, self.client_id.clone(), Some(self.client_secret.clone()))
-            .set_redirect_uri(self.redirect.clone());
+        let client =
+            CoreClient::from_provider_metadata(metadata, self.client_id.clone(), Some(self.client_secret.clone()))
+                .set_redirect_uri(self.redirect.clone());
         tracing::info!(issuer = %self.issuer(), "OIDC provider discovered");
         Ok(Arc::new(client))
     }

@@ -143,7 +143,12 @@ fn policy(users: usize, rng: &mut Rng) -> String {
             });
         }
         let proto = if rng.chance(10) { ", \"proto\": \"udp\"" } else { "" };
-        let _ = writeln!(out, "    {{\"action\": \"accept\"{proto}, \"src\": [{}], \"dst\": [{}]}},", quoted(&srcs), quoted(&dsts));
+        let _ = writeln!(
+            out,
+            "    {{\"action\": \"accept\"{proto}, \"src\": [{}], \"dst\": [{}]}},",
+            quoted(&srcs),
+            quoted(&dsts)
+        );
     }
     out.push_str("  ],\n}\n");
     out
@@ -204,7 +209,8 @@ fn run(nodes: usize, budget: Duration) -> Vec<String> {
     let compiled = compiled.expect("set above");
 
     let mut filter_rules = 0usize;
-    let filters = Phase::per_item(nodes, budget, |i| filter_rules += std::hint::black_box(compiled.filter_for(i)).len());
+    let filters =
+        Phase::per_item(nodes, budget, |i| filter_rules += std::hint::black_box(compiled.filter_for(i)).len());
     let mut peer_count = 0usize;
     let peers = Phase::per_item(nodes, budget, |i| peer_count += std::hint::black_box(compiled.peers(i)).len());
 
@@ -292,7 +298,11 @@ fn segmented(nodes: usize) -> (Tailnet, String) {
     }
     text.push_str("}, \"acls\": [");
     for g in 0..groups {
-        let _ = write!(text, "{}{{\"action\": \"accept\", \"src\": [\"group:s{g}\"], \"dst\": [\"group:s{g}:*\"]}}", if g > 0 { "," } else { "" });
+        let _ = write!(
+            text,
+            "{}{{\"action\": \"accept\", \"src\": [\"group:s{g}\"], \"dst\": [\"group:s{g}:*\"]}}",
+            if g > 0 { "," } else { "" }
+        );
     }
     text.push_str("]}");
     (net, text)
@@ -356,8 +366,12 @@ fn main() {
         if sizes.is_empty() {
             sizes = vec![1_000, 10_000, 100_000];
         }
-        println!("segmented: groups of 100 devices, each group reaches itself; per-change times in ms, one thread, mean of 200 rounds");
-        println!("| nodes | compile | join: update_node | join + re-derive affected | leave + re-derive affected | affected per join | peers/node |");
+        println!(
+            "segmented: groups of 100 devices, each group reaches itself; per-change times in ms, one thread, mean of 200 rounds"
+        );
+        println!(
+            "| nodes | compile | join: update_node | join + re-derive affected | leave + re-derive affected | affected per join | peers/node |"
+        );
         println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for n in sizes {
             println!("| {} |", run_segmented(n, 200).join(" | "));
@@ -368,11 +382,15 @@ fn main() {
     if sizes.is_empty() {
         sizes = vec![1_000, 2_000, 5_000, 10_000];
     }
-    let budget = Duration::from_secs(
-        std::env::var("TW_BENCH_BUDGET_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30),
+    let budget =
+        Duration::from_secs(std::env::var("TW_BENCH_BUDGET_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30));
+    println!(
+        "policy: {RULES} acl rules, {GROUPS} groups, {TAGS} tags, {HOSTS} hosts, {ROUTERS} subnet routers; seed {SEED:#x}"
     );
-    println!("policy: {RULES} acl rules, {GROUPS} groups, {TAGS} tags, {HOSTS} hosts, {ROUTERS} subnet routers; seed {SEED:#x}");
-    println!("times in ms, one thread; ~ = extrapolated from the first (covered/total) nodes after a {}s budget", budget.as_secs());
+    println!(
+        "times in ms, one thread; ~ = extrapolated from the first (covered/total) nodes after a {}s budget",
+        budget.as_secs()
+    );
     let header = [
         "nodes",
         "policy KiB",

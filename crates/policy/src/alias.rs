@@ -145,11 +145,7 @@ fn parse_port(text: &str) -> Result<u16, PortError> {
         // Go's strconv.Atoi also accepts a sign; Tailscale treats "-" as a range separator first.
         return Err(PortError::NotInteger);
     }
-    text.parse::<u32>()
-        .ok()
-        .filter(|p| *p <= 65535)
-        .map(|p| p as u16)
-        .ok_or(PortError::OutOfRange)
+    text.parse::<u32>().ok().filter(|p| *p <= 65535).map(|p| p as u16).ok_or(PortError::OutOfRange)
 }
 
 /// Parses a port list: `*`, `22`, `80,443`, `1000-2000`.

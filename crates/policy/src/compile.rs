@@ -15,11 +15,11 @@ use serde_json::Value;
 use tailwarden_wire::{CapGrant, FilterRule, NetPortRange, PortRange};
 
 use crate::alias::{Alias, AutoGroup};
-use crate::index::{alias_keys, has_address_alias, AddrHash, DependencyIndex, NodeIndex};
-use crate::ipset::{parse_pattern, IpSet, Piece};
-use crate::netmap::{Holders, Matcher, Origin};
+use crate::index::{AddrHash, DependencyIndex, NodeIndex, alias_keys, has_address_alias};
+use crate::ipset::{IpSet, Piece, parse_pattern};
 use crate::model::{Grant, IpSpec, Policy};
-use crate::tailnet::{is_exit_route, Node, Tailnet};
+use crate::netmap::{Holders, Matcher, Origin};
+use crate::tailnet::{Node, Tailnet, is_exit_route};
 
 /// Capabilities that make the control plane emit a reversed companion rule, by original name.
 const COMPANION_CAPS: &[(&str, &str)] = &[
@@ -205,7 +205,13 @@ impl<'a> Resolver<'a> {
 
     /// Whether the alias stands for nodes (rather than literal addresses).
     fn is_node_alias(alias: &Alias) -> bool {
-        !matches!(alias, Alias::Wildcard | Alias::Host(_) | Alias::Prefix(_) | Alias::AutoGroup(AutoGroup::Internet | AutoGroup::DangerAll))
+        !matches!(
+            alias,
+            Alias::Wildcard
+                | Alias::Host(_)
+                | Alias::Prefix(_)
+                | Alias::AutoGroup(AutoGroup::Internet | AutoGroup::DangerAll)
+        )
     }
 
     fn add_node(set: &mut IpSet, node: &Node) {
@@ -227,9 +233,13 @@ impl<'a> Resolver<'a> {
         };
         let mut nodes: Vec<usize> = match alias {
             Alias::User(login) => self.index.user_nodes(login).collect(),
-            Alias::UserDomain(domain) => users_nodes(&mut self.tailnet.users.iter().map(|u| u.login.as_str()).filter(|login| {
-                login.rsplit_once('@').map(|(_, d)| d).unwrap_or("").eq_ignore_ascii_case(domain)
-            })),
+            Alias::UserDomain(domain) => {
+                users_nodes(
+                    &mut self.tailnet.users.iter().map(|u| u.login.as_str()).filter(|login| {
+                        login.rsplit_once('@').map(|(_, d)| d).unwrap_or("").eq_ignore_ascii_case(domain)
+                    }),
+                )
+            }
             Alias::Group(g) => users_nodes(&mut self.policy.groups.get(g).into_iter().flatten().map(String::as_str)),
             Alias::Tag(t) => self.index.by_tag.get(t).into_iter().flatten().copied().collect(),
             Alias::AutoGroup(AutoGroup::Member) => self.index.untagged.iter().copied().collect(),
@@ -310,7 +320,11 @@ fn acl_to_grants(acl: &crate::model::Acl) -> Vec<Grant> {
         .collect()
 }
 
-fn companion_rules(dst_strings: &[String], src_prefixes: &[String], app: &BTreeMap<String, Vec<Value>>) -> Vec<FilterRule> {
+fn companion_rules(
+    dst_strings: &[String],
+    src_prefixes: &[String],
+    app: &BTreeMap<String, Vec<Value>>,
+) -> Vec<FilterRule> {
     COMPANION_CAPS
         .iter()
         .filter(|(orig, _)| app.contains_key(*orig))
@@ -484,7 +498,8 @@ impl CompiledPolicy {
         match alias {
             Alias::User(login) => login_is_users(login),
             Alias::UserDomain(domain) => self.tailnet.users.iter().any(|u| {
-                u.login.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain)) && login_is_users(&u.login)
+                u.login.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+                    && login_is_users(&u.login)
             }),
             Alias::Group(g) => self.policy.groups.get(g).into_iter().flatten().any(|l| login_is_users(l)),
             Alias::Tag(t) => node.tags.contains(t),
@@ -551,7 +566,10 @@ impl CompiledPolicy {
                     if !dsts.is_empty() {
                         let rule = FilterRule {
                             src_ips: v.src.strings().into(),
-                            dst_ports: dsts.into_iter().map(|d| NetPortRange { ip: d, ports: PortRange::ANY }).collect(),
+                            dst_ports: dsts
+                                .into_iter()
+                                .map(|d| NetPortRange { ip: d, ports: PortRange::ANY })
+                                .collect(),
                             ip_proto: Vec::new(),
                             cap_grant: Vec::new(),
                         };
@@ -560,8 +578,12 @@ impl CompiledPolicy {
                 }
             }
         }
-        let holders =
-            Holders { by_addr: &self.index.by_addr, routers: &self.routers, routes: &self.routes, nodes: self.tailnet.nodes.len() };
+        let holders = Holders {
+            by_addr: &self.index.by_addr,
+            routers: &self.routers,
+            routes: &self.routes,
+            nodes: self.tailnet.nodes.len(),
+        };
         let mut rows = Vec::with_capacity(cg.rules.len());
         for (r, rule) in cg.rules.iter().enumerate() {
             let row = match targets.get(r) {
@@ -604,9 +626,14 @@ impl CompiledPolicy {
         let Some(s) = &self.grants[g].self_grant else { return };
         let Some(&first) = self.index.by_user.get(&user).and_then(|set| set.iter().next()) else { return };
         let rules = self.self_rules(s, &self.tailnet.nodes[first]);
-        let holders =
-            Holders { by_addr: &self.index.by_addr, routers: &self.routers, routes: &self.routes, nodes: self.tailnet.nodes.len() };
-        let ids = rules.iter().map(|r| self.reach.insert(&holders, Matcher::from_rule(r, None), Origin::PerNode)).collect();
+        let holders = Holders {
+            by_addr: &self.index.by_addr,
+            routers: &self.routers,
+            routes: &self.routes,
+            nodes: self.tailnet.nodes.len(),
+        };
+        let ids =
+            rules.iter().map(|r| self.reach.insert(&holders, Matcher::from_rule(r, None), Origin::PerNode)).collect();
         self.self_rows.insert((g, user), ids);
     }
 
@@ -877,7 +904,12 @@ impl CompiledPolicy {
             })
             .collect();
         for (g, rules) in &extra {
-            entries.extend(rules.iter().enumerate().map(|(j, rule)| Entry { pos: (*g, 1, j), rule, dst_index: None, key: None }));
+            entries.extend(rules.iter().enumerate().map(|(j, rule)| Entry {
+                pos: (*g, 1, j),
+                rule,
+                dst_index: None,
+                key: None,
+            }));
         }
         entries.sort_by_key(|e| e.pos);
 
@@ -903,7 +935,10 @@ impl CompiledPolicy {
                 None => rule.dst_ports.iter().filter(|d| view.keeps(d)).cloned().collect(),
             };
             let key = e.key.or_else(|| {
-                self.merge_keys.get(&rule.ip_proto).and_then(|by_src| by_src.get(&SourceList(rule.src_ips.clone()))).copied()
+                self.merge_keys
+                    .get(&rule.ip_proto)
+                    .and_then(|by_src| by_src.get(&SourceList(rule.src_ips.clone())))
+                    .copied()
             });
             let slot_key = match key {
                 Some(id) => SlotKey::Known(id),
@@ -1025,7 +1060,12 @@ impl CompiledPolicy {
                 dst_strings.extend(m.addrs().iter().map(|a| a.to_string()));
                 cap_grant.push(CapGrant { dsts, cap_map: s.app.clone() });
             }
-            rules.push(FilterRule { src_ips: src.strings_keeping(&src).into(), dst_ports: Vec::new(), ip_proto: Vec::new(), cap_grant });
+            rules.push(FilterRule {
+                src_ips: src.strings_keeping(&src).into(),
+                dst_ports: Vec::new(),
+                ip_proto: Vec::new(),
+                cap_grant,
+            });
             let src_prefixes: Vec<String> = src.prefixes_keeping(&src).iter().map(|p| p.to_string()).collect();
             rules.extend(companion_rules(&dst_strings, &src_prefixes, &s.app));
         }
@@ -1037,8 +1077,7 @@ impl CompiledPolicy {
         if dsts.is_empty() {
             return Vec::new();
         }
-        v.ip
-            .iter()
+        v.ip.iter()
             .map(|spec| FilterRule {
                 src_ips: v.src_strings.clone().into(),
                 dst_ports: dsts
@@ -1106,7 +1145,9 @@ impl<'a> NodeView<'a> {
 
     /// [`NodeView::keeps_set`] for a single address.
     fn keeps_addr(&self, a: IpAddr) -> bool {
-        self.addrs.contains(&a) || self.subnets.iter().any(|r| r.contains(&a)) || (self.exit && self.internet.contains(a))
+        self.addrs.contains(&a)
+            || self.subnets.iter().any(|r| r.contains(&a))
+            || (self.exit && self.internet.contains(a))
     }
 
     /// A capability rule narrowed to the destinations this node serves; `None` when none is left.
@@ -1132,7 +1173,10 @@ impl<'a> NodeView<'a> {
             if !matching.is_empty() {
                 matching.sort_by(prefix_order);
                 matching.dedup();
-                grants.push(CapGrant { dsts: matching.iter().map(|p| p.to_string()).collect(), cap_map: cg.cap_map.clone() });
+                grants.push(CapGrant {
+                    dsts: matching.iter().map(|p| p.to_string()).collect(),
+                    cap_map: cg.cap_map.clone(),
+                });
             }
         }
         (!grants.is_empty()).then(|| FilterRule {
@@ -1147,10 +1191,7 @@ impl<'a> NodeView<'a> {
 /// Go's `netip.Prefix.Compare`: family, then prefix length, then address.
 fn prefix_order(a: &IpNet, b: &IpNet) -> std::cmp::Ordering {
     let fam = |p: &IpNet| matches!(p, IpNet::V6(_)) as u8;
-    fam(a)
-        .cmp(&fam(b))
-        .then(a.prefix_len().cmp(&b.prefix_len()))
-        .then(a.addr().cmp(&b.addr()))
+    fam(a).cmp(&fam(b)).then(a.prefix_len().cmp(&b.prefix_len())).then(a.addr().cmp(&b.addr()))
 }
 
 /// Merges network rules with identical sources and protocols (destinations concatenated in
@@ -1341,11 +1382,16 @@ impl<'a> Resolutions<'a> {
         } else {
             let r = self.alias(alias)?;
             if *alias == Alias::AutoGroup(AutoGroup::Internet) {
-                r.set.range_strings().into_iter().zip(r.set.ranges()).map(|(text, (a, b))| {
-                    let mut span = IpSet::new();
-                    span.add_range(a, b);
-                    (text, Piece::Span(span))
-                }).collect()
+                r.set
+                    .range_strings()
+                    .into_iter()
+                    .zip(r.set.ranges())
+                    .map(|(text, (a, b))| {
+                        let mut span = IpSet::new();
+                        span.add_range(a, b);
+                        (text, Piece::Span(span))
+                    })
+                    .collect()
             } else if r.nodes.is_some() {
                 r.set.pieces_keeping_by(&r.set, &|a| self.text(a))
             } else {
@@ -1546,8 +1592,12 @@ fn compile_grant(c: &mut Resolutions<'_>, grant: &Grant) -> Option<CompiledWithT
             }
             cap_target.finish();
             if !cap_grant.is_empty() {
-                let src_prefixes: Vec<String> =
-                    src.resolved.iter().flat_map(|s| s.prefixes_keeping(&src.node_addrs)).map(|p| p.to_string()).collect();
+                let src_prefixes: Vec<String> = src
+                    .resolved
+                    .iter()
+                    .flat_map(|s| s.prefixes_keeping(&src.node_addrs))
+                    .map(|p| p.to_string())
+                    .collect();
                 cg.rules.push(FilterRule {
                     src_ips: src_strings.clone(),
                     dst_ports: Vec::new(),
@@ -1568,8 +1618,12 @@ fn compile_grant(c: &mut Resolutions<'_>, grant: &Grant) -> Option<CompiledWithT
         }
     }
     if grant.dst.contains(&self_alias) {
-        cg.self_grant =
-            Some(SelfGrant { src_aliases: src.aliases.clone(), resolved_srcs: src.resolved.clone(), ip: grant.ip.clone(), app: grant.app.clone() });
+        cg.self_grant = Some(SelfGrant {
+            src_aliases: src.aliases.clone(),
+            resolved_srcs: src.resolved.clone(),
+            ip: grant.ip.clone(),
+            app: grant.app.clone(),
+        });
     }
     Some((cg, targets))
 }

@@ -73,7 +73,9 @@ pub enum PolicyError {
     #[error("tag names must start with a letter, after 'tag:' (got {0:?})")]
     TagName(String),
     /// An autogroup Tailscale does not know.
-    #[error("invalid autogroup: got {0:?}, must be one of [autogroup:internet autogroup:member autogroup:nonroot autogroup:tagged autogroup:self autogroup:danger-all autogroup:admin autogroup:owner]")]
+    #[error(
+        "invalid autogroup: got {0:?}, must be one of [autogroup:internet autogroup:member autogroup:nonroot autogroup:tagged autogroup:self autogroup:danger-all autogroup:admin autogroup:owner]"
+    )]
     UnknownAutogroup(String),
     /// A destination without `:ports`.
     #[error("dst={0:?}: hostport must contain a colon")]
@@ -255,10 +257,14 @@ pub enum PolicyError {
     #[error("invalid dst {0:?}")]
     SshHostDst(String),
     /// Tagged sources reaching a user's devices.
-    #[error("tags in SSH source cannot access user-owned devices ({0}); use autogroup:tagged or specific tags as destinations instead")]
+    #[error(
+        "tags in SSH source cannot access user-owned devices ({0}); use autogroup:tagged or specific tags as destinations instead"
+    )]
     SshTagToUser(String),
     /// A user destination with sources other than that user.
-    #[error("user destination requires source to contain only that same user {0:?}; use autogroup:self instead for same-user SSH access")]
+    #[error(
+        "user destination requires source to contain only that same user {0:?}; use autogroup:self instead for same-user SSH access"
+    )]
     SshUserDstSameUser(String),
     /// `autogroup:self` with tagged sources.
     #[error("autogroup:self destination requires source to contain only users or groups, not tags or autogroup:tagged")]

@@ -145,7 +145,8 @@ impl CompiledPolicy {
         for k in moved {
             affected.extend(self.key_holders(k));
             affected.extend(self.per_node_key_holders(k));
-            affected.extend(holders_before.iter().filter(|(h, _)| *h == k).flat_map(|(_, nodes)| nodes.iter().copied()));
+            affected
+                .extend(holders_before.iter().filter(|(h, _)| *h == k).flat_map(|(_, nodes)| nodes.iter().copied()));
         }
         affected.extend(self.peers(i));
         Affected::Nodes(affected.into_iter().collect())
@@ -159,8 +160,12 @@ impl CompiledPolicy {
             Some(i) => tailnet.nodes[i] = node,
             None => tailnet.nodes.push(node),
         }
-        let vacant: Vec<u64> =
-            tailnet.nodes.iter().filter(|n| n.addrs().is_empty() && self.index_of(n.id).is_none()).map(|n| n.id).collect();
+        let vacant: Vec<u64> = tailnet
+            .nodes
+            .iter()
+            .filter(|n| n.addrs().is_empty() && self.index_of(n.id).is_none())
+            .map(|n| n.id)
+            .collect();
         *self = CompiledPolicy::new(&self.policy.clone(), &tailnet);
         for id in vacant {
             if self.index.by_id.get(&id).is_some_and(|&i| self.tailnet.nodes[i].addrs().is_empty()) {
@@ -209,8 +214,11 @@ mod tests {
                 }
             }
         }
-        let routes: Vec<ipnet::IpNet> =
-            if rng.below(8) == 0 { vec![format!("10.{}.0.0/16", rng.below(3)).parse().expect("test prefix")] } else { Vec::new() };
+        let routes: Vec<ipnet::IpNet> = if rng.below(8) == 0 {
+            vec![format!("10.{}.0.0/16", rng.below(3)).parse().expect("test prefix")]
+        } else {
+            Vec::new()
+        };
         Node {
             id,
             name: format!("n{id}"),
@@ -331,7 +339,12 @@ mod tests {
                                 continue;
                             }
                             let was = before.iter().find(|b| b.0 == now.0);
-                            assert_eq!(was, Some(now), "policy {p} seed {seed} step {step}: node {} changed unreported", now.0);
+                            assert_eq!(
+                                was,
+                                Some(now),
+                                "policy {p} seed {seed} step {step}: node {} changed unreported",
+                                now.0
+                            );
                         }
                     }
                 }

@@ -144,7 +144,10 @@ pub(crate) fn has_address_alias<'a>(aliases: impl IntoIterator<Item = &'a Alias>
     aliases.into_iter().any(|a| {
         matches!(
             a,
-            Alias::Wildcard | Alias::Host(_) | Alias::Prefix(_) | Alias::AutoGroup(AutoGroup::Internet | AutoGroup::DangerAll)
+            Alias::Wildcard
+                | Alias::Host(_)
+                | Alias::Prefix(_)
+                | Alias::AutoGroup(AutoGroup::Internet | AutoGroup::DangerAll)
         )
     })
 }

@@ -175,11 +175,7 @@ fn range_text(v6: bool, a: u128, b: u128) -> String {
     let len = largest_block(a, b, bits);
     let size_bits = bits - len;
     let last = if size_bits >= 128 { u128::MAX } else { a + ((1u128 << size_bits) - 1) };
-    if last == b {
-        net_from(v6, a, len).to_string()
-    } else {
-        format!("{}-{}", value_addr(v6, a), value_addr(v6, b))
-    }
+    if last == b { net_from(v6, a, len).to_string() } else { format!("{}-{}", value_addr(v6, a), value_addr(v6, b)) }
 }
 
 impl IpSet {
@@ -395,10 +391,7 @@ impl IpSet {
 
     /// Every range written `first-last` (Tailscale's spelling of `autogroup:internet`).
     pub fn range_strings(&self) -> Vec<String> {
-        self.ranges()
-            .into_iter()
-            .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
-            .collect()
+        self.ranges().into_iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect()
     }
 }
 

@@ -23,14 +23,14 @@ pub mod ipset;
 pub mod model;
 pub mod netmap;
 pub mod nodeattrs;
-pub mod tailnet;
 pub mod ssh;
+pub mod tailnet;
 pub mod tests_block;
 mod validate;
 
-pub use compile::{tailscale_addresses, the_internet, CompiledPolicy};
-pub use incremental::Affected;
+pub use compile::{CompiledPolicy, tailscale_addresses, the_internet};
 pub use error::{PolicyError, PortError};
+pub use incremental::Affected;
 pub use model::Policy;
 pub use netmap::RouteView;
 pub use nodeattrs::TailnetSettings;

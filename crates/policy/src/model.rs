@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 use tailwarden_wire::PortRange;
 
-use crate::alias::{parse_alias, parse_alias_with_ports, parse_ports, parse_prefix, parse_protocol, Alias, Protocol};
+use crate::alias::{Alias, Protocol, parse_alias, parse_alias_with_ports, parse_ports, parse_prefix, parse_protocol};
 use crate::error::PolicyError;
 
 /// A legacy `acls` entry.
@@ -166,10 +166,8 @@ fn parse_grant(v: &Value, path: &str) -> Result<Grant, PolicyError> {
             "src" => grant.src = aliases(value, &format!("{path}.src"))?,
             "dst" => grant.dst = aliases(value, &format!("{path}.dst"))?,
             "ip" => {
-                grant.ip = strings(value, &format!("{path}.ip"))?
-                    .iter()
-                    .map(|s| parse_ip_spec(s))
-                    .collect::<Result<_, _>>()?
+                grant.ip =
+                    strings(value, &format!("{path}.ip"))?.iter().map(|s| parse_ip_spec(s)).collect::<Result<_, _>>()?
             }
             "app" => {
                 if value.is_null() {
@@ -258,10 +256,7 @@ fn parse_auto_approvers(v: &Value) -> Result<AutoApprovers, PolicyError> {
         match key.to_ascii_lowercase().as_str() {
             "routes" => {
                 for (prefix, who) in as_object(value, "autoApprovers.routes")? {
-                    let net = prefix
-                        .parse::<IpNet>()
-                        .map_err(|_| PolicyError::RoutePrefix(prefix.clone()))?
-                        .trunc();
+                    let net = prefix.parse::<IpNet>().map_err(|_| PolicyError::RoutePrefix(prefix.clone()))?.trunc();
                     out.routes.push((net, aliases(who, &format!("autoApprovers.routes[{prefix:?}]"))?));
                 }
             }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::compile::{the_internet, CompiledPolicy, NodeRoutes, Target};
-use crate::ipset::{parse_pattern, IpSet};
+use crate::compile::{CompiledPolicy, NodeRoutes, Target, the_internet};
+use crate::ipset::{IpSet, parse_pattern};
 use crate::tailnet::Node;
 
 /// A rule reduced to "who may talk to what", for visibility decisions.
@@ -194,7 +194,12 @@ impl Holders<'_> {
         let dst_nodes = self.of_target(dst, &|i| {
             self.subnets(i).iter().any(|r| dst.set.overlaps_prefix(r)) || (self.exit(i) && internet)
         });
-        Row { matcher, origin, src_nodes: RowNodes::new(src_nodes, self.nodes), dst_nodes: RowNodes::new(dst_nodes, self.nodes) }
+        Row {
+            matcher,
+            origin,
+            src_nodes: RowNodes::new(src_nodes, self.nodes),
+            dst_nodes: RowNodes::new(dst_nodes, self.nodes),
+        }
     }
 
     pub(crate) fn row(&self, matcher: Matcher, origin: Origin) -> Row {
@@ -203,7 +208,12 @@ impl Holders<'_> {
         let dst_nodes = self.of(&matcher.dsts, &|i| {
             self.subnets(i).iter().any(|r| matcher.dsts.overlaps_prefix(r)) || (self.exit(i) && internet)
         });
-        Row { matcher, origin, src_nodes: RowNodes::new(src_nodes, self.nodes), dst_nodes: RowNodes::new(dst_nodes, self.nodes) }
+        Row {
+            matcher,
+            origin,
+            src_nodes: RowNodes::new(src_nodes, self.nodes),
+            dst_nodes: RowNodes::new(dst_nodes, self.nodes),
+        }
     }
 }
 
@@ -480,9 +490,8 @@ impl CompiledPolicy {
         let serves = |i: usize| self.subnet_routes(i).contains(route);
         // Steering applies only to viewers that reach the route through via grants alone; a
         // plain grant to the route keeps the tailnet-wide primary.
-        let plain_access = |v: &Node| {
-            self.matchers().any(|m| m.only.is_none() && any_in(v, &m.srcs) && m.dsts.overlaps_prefix(route))
-        };
+        let plain_access =
+            |v: &Node| self.matchers().any(|m| m.only.is_none() && any_in(v, &m.srcs) && m.dsts.overlaps_prefix(route));
         if let Some(v) = viewer.and_then(|v| nodes.get(v))
             && !plain_access(v)
         {
@@ -490,7 +499,9 @@ impl CompiledPolicy {
                 if !any_in(v, &via.src) || !via.dsts.iter().any(|d| d.contains(route) || route.contains(d)) {
                     continue;
                 }
-                if let Some(i) = (0..nodes.len()).find(|&i| serves(i) && via.tags.iter().any(|t| nodes[i].tags.contains(t))) {
+                if let Some(i) =
+                    (0..nodes.len()).find(|&i| serves(i) && via.tags.iter().any(|t| nodes[i].tags.contains(t)))
+                {
                     return Some(i);
                 }
             }
@@ -596,7 +607,11 @@ mod tests {
             out.into_iter().collect()
         };
         let mut sample: Vec<usize> = (0..200).map(|_| next(NODES)).chain([0, NODES - 1]).collect();
-        sample.extend(rows.iter().filter(|(src, dst, _)| src.len() <= 2 && dst.len() <= 2).flat_map(|(src, dst, _)| src.iter().chain(dst)));
+        sample.extend(
+            rows.iter()
+                .filter(|(src, dst, _)| src.len() <= 2 && dst.len() <= 2)
+                .flat_map(|(src, dst, _)| src.iter().chain(dst)),
+        );
         for &n in &sample {
             assert_eq!(reach.peers(n), want(&rows, n), "node {n}");
         }
@@ -646,7 +661,8 @@ mod tests {
             ],
             domains: vec!["example.com".into()],
         };
-        let header = r#""tagOwners": {"tag:router": [], "tag:server": []}, "groups": {"group:a": ["odin@example.com"]},"#;
+        let header =
+            r#""tagOwners": {"tag:router": [], "tag:server": []}, "groups": {"group:a": ["odin@example.com"]},"#;
         let bodies = [
             r#""acls": [{"action": "accept", "src": ["group:a"], "dst": ["tag:server:22"]}]"#,
             r#""acls": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*", "10.1.2.0/24:443"]}]"#,

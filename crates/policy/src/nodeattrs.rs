@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::alias::{parse_alias, Alias, AutoGroup};
+use crate::alias::{Alias, AutoGroup, parse_alias};
 use crate::compile::CompiledPolicy;
 use crate::error::PolicyError;
 use crate::model::Policy;
@@ -85,8 +85,12 @@ impl Policy {
             for t in &na.targets {
                 match t {
                     Alias::Host(h) if !self.hosts.contains_key(h) => errs.push(PolicyError::InvalidAddress(h.clone())),
-                    Alias::Group(g) if !self.groups.contains_key(g) => errs.push(PolicyError::GroupNotDefined(g.clone())),
-                    Alias::Tag(tag) if !self.tag_owners.contains_key(tag) => errs.push(PolicyError::TagNotFound(tag.clone())),
+                    Alias::Group(g) if !self.groups.contains_key(g) => {
+                        errs.push(PolicyError::GroupNotDefined(g.clone()))
+                    }
+                    Alias::Tag(tag) if !self.tag_owners.contains_key(tag) => {
+                        errs.push(PolicyError::TagNotFound(tag.clone()))
+                    }
                     Alias::AutoGroup(AutoGroup::Member | AutoGroup::Tagged | AutoGroup::Admin | AutoGroup::Owner) => {}
                     Alias::AutoGroup(g) => errs.push(PolicyError::AutogroupSide {
                         group: g.as_str().to_string(),

@@ -9,11 +9,11 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::alias::{parse_alias, Alias, AutoGroup};
+use crate::alias::{Alias, AutoGroup, parse_alias};
 use crate::compile::CompiledPolicy;
 use crate::duration;
 use crate::error::PolicyError;
-use crate::index::{alias_keys, DependencyIndex};
+use crate::index::{DependencyIndex, alias_keys};
 use crate::ipset::IpSet;
 use crate::model::Policy;
 use crate::tailnet::Tailnet;
@@ -179,8 +179,7 @@ pub fn parse_ssh(v: &Value) -> Result<Vec<SshPolicyRule>, PolicyError> {
                 "src" => rule.src = ssh_aliases(val, &format!("{path}.src"), false)?,
                 "dst" => rule.dst = ssh_aliases(val, &format!("{path}.dst"), true)?,
                 "users" => {
-                    rule.users =
-                        str_list(val, &format!("{path}.users"))?.iter().map(|u| u.trim().to_string()).collect()
+                    rule.users = str_list(val, &format!("{path}.users"))?.iter().map(|u| u.trim().to_string()).collect()
                 }
                 "acceptenv" => rule.accept_env = str_list(val, &format!("{path}.acceptEnv"))?,
                 "checkperiod" => {
@@ -222,8 +221,10 @@ pub fn parse_ssh_tests(v: &Value) -> Result<Vec<SshTest>, PolicyError> {
                     }
                 }
                 "dst" => {
-                    test.dst =
-                        str_list(val, &format!("{path}.dst"))?.iter().map(|s| parse_alias(s)).collect::<Result<_, _>>()?
+                    test.dst = str_list(val, &format!("{path}.dst"))?
+                        .iter()
+                        .map(|s| parse_alias(s))
+                        .collect::<Result<_, _>>()?
                 }
                 "accept" => test.accept = str_list(val, &format!("{path}.accept"))?,
                 "deny" => test.deny = str_list(val, &format!("{path}.deny"))?,
@@ -279,7 +280,9 @@ impl Policy {
                         group: g.as_str().to_string(),
                         side: crate::error::Side::Src,
                     }),
-                    Alias::Group(g) if !self.groups.contains_key(g) => errs.push(PolicyError::GroupNotDefined(g.clone())),
+                    Alias::Group(g) if !self.groups.contains_key(g) => {
+                        errs.push(PolicyError::GroupNotDefined(g.clone()))
+                    }
                     Alias::Tag(t) if !self.tag_owners.contains_key(t) => errs.push(PolicyError::TagNotFound(t.clone())),
                     Alias::UserDomain(d) if !associated(d, true) => {
                         errs.push(PolicyError::DomainNotAssociated { prefix: "[ssh] ", domain: d.clone() })
@@ -339,9 +342,9 @@ impl Policy {
                     Alias::Host(h) if self.hosts.get(h).is_some_and(multi) => errs.push(PolicyError::SshTestsInvalid(
                         format!("SSH tests dst contains disallowed element {:?}", d.to_string()),
                     )),
-                    Alias::Tag(t) if !self.tag_owners.contains_key(t) => errs.push(PolicyError::SshTestsInvalid(
-                        format!("SSH tests dst contains unknown tag {t:?}"),
-                    )),
+                    Alias::Tag(t) if !self.tag_owners.contains_key(t) => {
+                        errs.push(PolicyError::SshTestsInvalid(format!("SSH tests dst contains unknown tag {t:?}")))
+                    }
                     _ => {}
                 }
             }
@@ -352,7 +355,8 @@ impl Policy {
 fn ssh_combination(src: &[Alias], dst: &[Alias]) -> Option<PolicyError> {
     let tagged = src.iter().any(|s| matches!(s, Alias::Tag(_) | Alias::AutoGroup(AutoGroup::Tagged)));
     let groups = src.iter().any(|s| matches!(s, Alias::Group(_) | Alias::AutoGroup(AutoGroup::Member)));
-    let users: BTreeSet<&String> = src.iter().filter_map(|s| if let Alias::User(u) = s { Some(u) } else { None }).collect();
+    let users: BTreeSet<&String> =
+        src.iter().filter_map(|s| if let Alias::User(u) = s { Some(u) } else { None }).collect();
     for d in dst {
         match d {
             Alias::User(u) => {
@@ -411,7 +415,8 @@ pub(crate) struct ResolvedSsh {
 
 impl CompiledPolicy {
     fn nodes_of(&self, set: &IpSet) -> Vec<usize> {
-        let mut out: Vec<usize> = set.ranges().into_iter().flat_map(|(lo, hi)| self.index.by_addr.range(lo..=hi).map(|(_, i)| *i)).collect();
+        let mut out: Vec<usize> =
+            set.ranges().into_iter().flat_map(|(lo, hi)| self.index.by_addr.range(lo..=hi).map(|(_, i)| *i)).collect();
         out.sort_unstable();
         out.dedup();
         out
@@ -592,7 +597,8 @@ impl CompiledPolicy {
                 failures.push(format!("{label}: source resolved to no IP addresses"));
                 continue;
             }
-            let src_addrs: Vec<IpAddr> = principals_of(&src_set).iter().filter_map(|p| p.node_ip.parse().ok()).collect();
+            let src_addrs: Vec<IpAddr> =
+                principals_of(&src_set).iter().filter_map(|p| p.node_ip.parse().ok()).collect();
             if t.accept.is_empty() && t.deny.is_empty() && t.check.is_empty() {
                 failures.push(format!("{label}: no accept, deny, or check assertions specified"));
                 continue;
@@ -636,7 +642,11 @@ impl CompiledPolicy {
                                 _ => !c,
                             };
                             if failed {
-                                let what = ["expected ALLOWED, got DENIED", "expected DENIED, got ALLOWED", "expected ALLOWED via check"][kind];
+                                let what = [
+                                    "expected ALLOWED, got DENIED",
+                                    "expected DENIED, got ALLOWED",
+                                    "expected ALLOWED via check",
+                                ][kind];
                                 failures.push(format!("{label}/{user} -> {dst_name}: {what}"));
                                 break;
                             }

@@ -4,10 +4,10 @@
 use serde_json::Value;
 use tailwarden_wire::{FilterRule, PortRange};
 
-use crate::alias::{parse_alias, parse_alias_with_ports, Alias, AutoGroup};
+use crate::alias::{Alias, AutoGroup, parse_alias, parse_alias_with_ports};
 use crate::compile::CompiledPolicy;
 use crate::error::PolicyError;
-use crate::ipset::{parse_pattern, IpSet};
+use crate::ipset::{IpSet, parse_pattern};
 use crate::model::Policy;
 
 /// One `tests` entry.
@@ -41,7 +41,11 @@ fn str_list(v: &Value, path: &str) -> Result<Vec<String>, PolicyError> {
 /// Parses the `tests` member.
 pub fn parse_tests(v: &Value) -> Result<Vec<PolicyTest>, PolicyError> {
     let Some(list) = v.as_array() else {
-        return if v.is_null() { Ok(Vec::new()) } else { Err(PolicyError::Type { path: "tests".into(), expected: "an array" }) };
+        return if v.is_null() {
+            Ok(Vec::new())
+        } else {
+            Err(PolicyError::Type { path: "tests".into(), expected: "an array" })
+        };
     };
     let mut out = Vec::new();
     for (i, t) in list.iter().enumerate() {
@@ -95,7 +99,9 @@ fn check_destination(policy: &Policy, dst: &str) -> Result<(Alias, PortRange), S
     }
     let multi_host = |p: &ipnet::IpNet| p.prefix_len() < p.max_prefix_len();
     match &alias {
-        Alias::Prefix(_) if dst.contains('/') => return Err("test destination must be a single host, not a CIDR range".into()),
+        Alias::Prefix(_) if dst.contains('/') => {
+            return Err("test destination must be a single host, not a CIDR range".into());
+        }
         Alias::Host(h) if policy.hosts.get(h).is_some_and(multi_host) => {
             return Err("test destination must be a single host, not a CIDR range".into());
         }
@@ -162,10 +168,8 @@ impl CompiledPolicy {
                         failures.push(format!("{} -> {dst}: destination resolved to no IP addresses", t.src));
                         continue;
                     }
-                    let allowed = src
-                        .prefixes()
-                        .iter()
-                        .all(|s| rules.iter().any(|r| rule_allows(r, s, &protos, &dst_set, port)));
+                    let allowed =
+                        src.prefixes().iter().all(|s| rules.iter().any(|r| rule_allows(r, s, &protos, &dst_set, port)));
                     if allowed != want {
                         let (w, g) = if want { ("ALLOWED", "DENIED") } else { ("DENIED", "ALLOWED") };
                         failures.push(format!("{} -> {dst}: expected {w}, got {g}", t.src));

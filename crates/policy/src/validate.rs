@@ -33,9 +33,7 @@ impl Policy {
                 AutoGroup::Internet => errs.push(PolicyError::InternetAsSource),
                 AutoGroup::SelfDevices => errs.push(PolicyError::SelfAsSource),
                 AutoGroup::Member | AutoGroup::Tagged | AutoGroup::DangerAll => {}
-                other => {
-                    errs.push(PolicyError::AutogroupSide { group: other.as_str().to_string(), side: Side::Src })
-                }
+                other => errs.push(PolicyError::AutogroupSide { group: other.as_str().to_string(), side: Side::Src }),
             }
         }
         self.check_ref(alias, TagCtx::Src, errs);
@@ -46,9 +44,7 @@ impl Policy {
             match g {
                 AutoGroup::DangerAll => errs.push(PolicyError::DangerAllAsDst),
                 AutoGroup::Internet | AutoGroup::Member | AutoGroup::Tagged | AutoGroup::SelfDevices => {}
-                other => {
-                    errs.push(PolicyError::AutogroupSide { group: other.as_str().to_string(), side: Side::Dst })
-                }
+                other => errs.push(PolicyError::AutogroupSide { group: other.as_str().to_string(), side: Side::Dst }),
             }
         }
         self.check_ref(alias, tag_ctx, errs);
@@ -98,7 +94,10 @@ impl Policy {
             let has_self = acl.dst.iter().any(|(d, _)| *d == Alias::AutoGroup(AutoGroup::SelfDevices));
             if has_self
                 && !acl.src.iter().all(|s| {
-                    matches!(s, Alias::User(_) | Alias::Group(_) | Alias::Wildcard | Alias::AutoGroup(AutoGroup::Member))
+                    matches!(
+                        s,
+                        Alias::User(_) | Alias::Group(_) | Alias::Wildcard | Alias::AutoGroup(AutoGroup::Member)
+                    )
                 })
             {
                 errs.push(PolicyError::SelfSources);
@@ -118,7 +117,8 @@ impl Policy {
             if !grant.app.is_empty() && grant.dst.contains(&Alias::AutoGroup(AutoGroup::Internet)) {
                 errs.push(PolicyError::AppWithInternet);
             }
-            if let Some(Alias::Prefix(p)) = grant.dst.iter().find(|d| matches!(d, Alias::Prefix(p) if p.prefix_len() == 0))
+            if let Some(Alias::Prefix(p)) =
+                grant.dst.iter().find(|d| matches!(d, Alias::Prefix(p) if p.prefix_len() == 0))
             {
                 errs.push(PolicyError::DefaultRouteDst(p.to_string()));
             }

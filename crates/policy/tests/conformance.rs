@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde_json::Value;
-use tailwarden_policy::{compile, Node, RouteView, Tailnet, TailnetSettings, User};
+use tailwarden_policy::{Node, RouteView, Tailnet, TailnetSettings, User, compile};
 
 const IMPLEMENTED: &[&str] = &[
     "outcome",
@@ -32,7 +32,12 @@ const IMPLEMENTED: &[&str] = &[
 ];
 
 fn net_set(v: &Value) -> BTreeSet<ipnet::IpNet> {
-    v.as_array().into_iter().flatten().filter_map(|s| s.as_str()?.parse::<ipnet::IpNet>().ok()).map(|n| n.trunc()).collect()
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str()?.parse::<ipnet::IpNet>().ok())
+        .map(|n| n.trunc())
+        .collect()
 }
 
 fn cap_map_norm(v: &Value) -> BTreeMap<String, Value> {
@@ -46,8 +51,11 @@ fn cap_map_norm(v: &Value) -> BTreeMap<String, Value> {
 /// Compares a route view against the expectation (absent members take their defaults).
 fn check_view(what: &str, exp: &Value, got: &RouteView, routes_check: bool, caps_check: bool) -> Result<(), String> {
     if routes_check {
-        let addrs: BTreeSet<ipnet::IpNet> =
-            if exp.get("addresses").is_some() { net_set(&exp["addresses"]) } else { got.addresses.iter().copied().collect() };
+        let addrs: BTreeSet<ipnet::IpNet> = if exp.get("addresses").is_some() {
+            net_set(&exp["addresses"])
+        } else {
+            got.addresses.iter().copied().collect()
+        };
         let want_allowed: BTreeSet<ipnet::IpNet> = if exp.get("allowed_ips").is_some() {
             net_set(&exp["allowed_ips"])
         } else {
@@ -208,14 +216,21 @@ fn run_vector(v: &Value) -> Verdict {
     let result = compile(policy, &tailnet);
     match (&result, expect_reject) {
         (Ok(_), true) => {
-            return Verdict::Fail(format!("outcome: accepted, expected rejection: {}", v["expect"]["error"]["message"]));
+            return Verdict::Fail(format!(
+                "outcome: accepted, expected rejection: {}",
+                v["expect"]["error"]["message"]
+            ));
         }
         (Err(e), false) => return Verdict::Fail(format!("outcome: rejected ({e}), expected acceptance")),
         (Err(e), true) => {
             let want = v["expect"]["error"]["message"].as_str().unwrap_or("");
             // A vector may declare its message unmatchable (anonymisation changed it); its notes then
             // say to treat it as reject-only.
-            let reject_only = v["notes"].as_array().into_iter().flatten().any(|n| n.as_str().is_some_and(|n| n.contains("reject-only")));
+            let reject_only = v["notes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n.as_str().is_some_and(|n| n.contains("reject-only")));
             if checks.contains(&"error_message") && !reject_only && !e.to_string().contains(want) {
                 return Verdict::Fail(format!("error_message: got {:?}, want substring {want:?}", e.to_string()));
             }
@@ -256,7 +271,13 @@ fn run_vector(v: &Value) -> Verdict {
         if routes_check || caps_check {
             for (peer, view) in exp["peers"].as_object().into_iter().flatten() {
                 let Some(&p) = peers.get(peer) else { continue };
-                if let Err(e) = check_view(&format!("node {name} peer {peer}"), view, &compiled.route_view(idx, p), routes_check, caps_check) {
+                if let Err(e) = check_view(
+                    &format!("node {name} peer {peer}"),
+                    view,
+                    &compiled.route_view(idx, p),
+                    routes_check,
+                    caps_check,
+                ) {
                     return Verdict::Fail(format!("peer_routes/peer_cap_map: {e}"));
                 }
             }
@@ -295,7 +316,8 @@ fn run_vector(v: &Value) -> Verdict {
         }
         if checks.contains(&"self_routes") {
             let view = exp.get("self").cloned().unwrap_or(Value::Null);
-            if let Err(e) = check_view(&format!("node {name} self"), &view, &compiled.route_view(idx, idx), true, false) {
+            if let Err(e) = check_view(&format!("node {name} self"), &view, &compiled.route_view(idx, idx), true, false)
+            {
                 return Verdict::Fail(format!("self_routes: {e}"));
             }
         }
@@ -305,7 +327,10 @@ fn run_vector(v: &Value) -> Verdict {
             for route in &node.routable_ips {
                 let want = node.approved_routes.contains(route);
                 if compiled.auto_approves(i, route) != want {
-                    return Verdict::Fail(format!("auto_approval: node {} route {route}: want approved={want}", node.name));
+                    return Verdict::Fail(format!(
+                        "auto_approval: node {} route {route}: want approved={want}",
+                        node.name
+                    ));
                 }
             }
         }
@@ -321,14 +346,14 @@ fn conformance() {
     let Ok(entries) = std::fs::read_dir(&dir) else {
         panic!("conformance directory {} not readable; set TAILWARDEN_CONFORMANCE_DIR", dir.display());
     };
-    let mut categories: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut categories: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
     categories.sort();
     let (mut total_pass, mut total_fail) = (0usize, 0usize);
     for cat in &categories {
         let name = cat.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(cat)
-            .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-            .unwrap_or_default();
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(cat).map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
         files.retain(|p| p.extension().is_some_and(|e| e == "json"));
         files.sort();
         let (mut pass, mut fail, mut partial) = (0, 0, 0);

@@ -1,7 +1,7 @@
 //! Behaviour tests on a small hand-built tailnet, independent of the conformance vectors.
 
-use serde_json::{json, Value};
-use tailwarden_policy::{compile, Node, PolicyError, Tailnet, User};
+use serde_json::{Value, json};
+use tailwarden_policy::{Node, PolicyError, Tailnet, User, compile};
 
 fn node(id: u64, name: &str, user: Option<u64>, tags: &[&str], last: u8, routes: &[&str]) -> Node {
     Node {
@@ -86,15 +86,33 @@ fn autogroup_self_is_per_user() {
 #[test]
 fn rejections_use_tailscale_wording() {
     let cases = [
-        (r#"{"acls": [{"action": "accept", "src": ["tag:nope"], "dst": ["*:*"]}]}"#, r#"src=tag not found: "tag:nope""#),
+        (
+            r#"{"acls": [{"action": "accept", "src": ["tag:nope"], "dst": ["*:*"]}]}"#,
+            r#"src=tag not found: "tag:nope""#,
+        ),
         (r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["autogroup:self"]}]}"#, "invalid first integer"),
-        (r#"{"grants": [{"src": ["*"], "dst": ["autogroup:self"], "ip": ["*"]}]}"#, "autogroup:self can only be used with users, groups, or supported autogroups"),
+        (
+            r#"{"grants": [{"src": ["*"], "dst": ["autogroup:self"], "ip": ["*"]}]}"#,
+            "autogroup:self can only be used with users, groups, or supported autogroups",
+        ),
         (r#"{"grants": [{"src": ["*"], "dst": ["0.0.0.0/0"], "ip": ["*"]}]}"#, "to allow all IP addresses"),
         (r#"{"grants": [{"src": ["*"], "dst": ["*"]}]}"#, "ip and app can not both be empty"),
-        (r#"{"grants": [{"src": ["*"], "dst": ["*"], "app": {"tailscale.com/cap/x": [{}]}}]}"#, "must not be in the tailscale.com domain"),
-        (r#"{"grants": [{"src": ["user:*@example.org"], "dst": ["*"], "ip": ["*"]}]}"#, "example.org is not associated with this Tailnet"),
-        (r#"{"ssh": [{"action": "deny", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"]}]}"#, r#""deny" is not a valid action"#),
-        (r#"{"ssh": [{"action": "check", "checkPeriod": "169h", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"]}]}"#, "checkPeriod 169h0m0s is above the max (168h)"),
+        (
+            r#"{"grants": [{"src": ["*"], "dst": ["*"], "app": {"tailscale.com/cap/x": [{}]}}]}"#,
+            "must not be in the tailscale.com domain",
+        ),
+        (
+            r#"{"grants": [{"src": ["user:*@example.org"], "dst": ["*"], "ip": ["*"]}]}"#,
+            "example.org is not associated with this Tailnet",
+        ),
+        (
+            r#"{"ssh": [{"action": "deny", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"]}]}"#,
+            r#""deny" is not a valid action"#,
+        ),
+        (
+            r#"{"ssh": [{"action": "check", "checkPeriod": "169h", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"]}]}"#,
+            "checkPeriod 169h0m0s is above the max (168h)",
+        ),
         (r#"{"acls": [], "tests": [{"src": "odin@example.com", "accept": ["tag:server:22"]}]}"#, "test(s) failed"),
     ];
     for (policy, want) in cases {
@@ -133,9 +151,12 @@ fn ssh_rules_and_tests() {
 
 #[test]
 fn peers_and_routes() {
-    let policy = format!(r#"{{ {HEADER} "acls": [{{"action": "accept", "src": ["group:admins"], "dst": ["10.33.0.0/16:*"]}}]}}"#);
+    let policy = format!(
+        r#"{{ {HEADER} "acls": [{{"action": "accept", "src": ["group:admins"], "dst": ["10.33.0.0/16:*"]}}]}}"#
+    );
     let c = compile(&policy, &tailnet()).unwrap();
-    let (router, laptop, desk) = (c.node_index("router").unwrap(), c.node_index("laptop").unwrap(), c.node_index("desk").unwrap());
+    let (router, laptop, desk) =
+        (c.node_index("router").unwrap(), c.node_index("laptop").unwrap(), c.node_index("desk").unwrap());
     assert_eq!(c.peers(laptop), vec![router]);
     assert!(c.peers(desk).is_empty());
     let view = c.route_view(laptop, router);

@@ -1,7 +1,7 @@
 //! Property tests: no input makes the HuJSON parser, the policy parser or the compiler panic.
 
 use proptest::prelude::*;
-use tailwarden_policy::{compile, hujson, Node, Policy, Tailnet, User};
+use tailwarden_policy::{Node, Policy, Tailnet, User, compile, hujson};
 
 fn tailnet() -> Tailnet {
     Tailnet {
@@ -34,12 +34,53 @@ fn tailnet() -> Tailnet {
 
 /// Fragments that make random documents look like policies often enough to reach deep code.
 const TOKENS: &[&str] = &[
-    "{", "}", "[", "]", ",", ":", "\"acls\"", "\"grants\"", "\"ssh\"", "\"tests\"", "\"sshTests\"", "\"src\"",
-    "\"dst\"", "\"ip\"", "\"app\"", "\"via\"", "\"users\"", "\"action\"", "\"accept\"", "\"check\"", "\"*\"",
-    "\"*:*\"", "\"tag:x\"", "\"tag:x:22\"", "\"autogroup:self:*\"", "\"autogroup:member\"", "\"group:g\"",
-    "\"groups\"", "\"hosts\"", "\"tagOwners\"", "\"odin@example.com\"", "\"10.0.0.0/8:80-90\"", "\"tcp:22\"",
-    "\"checkPeriod\"", "\"1h\"", "\"root\"", "\"localpart:*@example.com\"", "// c\n", "/* c */", "null", "1",
-    "\"[fd7a::1]:22\"", "\"proto\"", "\"icmp\"", "\"autoApprovers\"", "\"routes\"", "\"exitNode\"",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\"acls\"",
+    "\"grants\"",
+    "\"ssh\"",
+    "\"tests\"",
+    "\"sshTests\"",
+    "\"src\"",
+    "\"dst\"",
+    "\"ip\"",
+    "\"app\"",
+    "\"via\"",
+    "\"users\"",
+    "\"action\"",
+    "\"accept\"",
+    "\"check\"",
+    "\"*\"",
+    "\"*:*\"",
+    "\"tag:x\"",
+    "\"tag:x:22\"",
+    "\"autogroup:self:*\"",
+    "\"autogroup:member\"",
+    "\"group:g\"",
+    "\"groups\"",
+    "\"hosts\"",
+    "\"tagOwners\"",
+    "\"odin@example.com\"",
+    "\"10.0.0.0/8:80-90\"",
+    "\"tcp:22\"",
+    "\"checkPeriod\"",
+    "\"1h\"",
+    "\"root\"",
+    "\"localpart:*@example.com\"",
+    "// c\n",
+    "/* c */",
+    "null",
+    "1",
+    "\"[fd7a::1]:22\"",
+    "\"proto\"",
+    "\"icmp\"",
+    "\"autoApprovers\"",
+    "\"routes\"",
+    "\"exitNode\"",
 ];
 
 proptest! {

@@ -142,13 +142,17 @@ impl TenantStore<'_> {
                 .await?;
                 return Ok(RegisteredNode { node: row.try_into()?, created: false });
             }
-            let cached = (!read_table).then(|| self.store.taken.pick(tid, |taken| {
-                let ips = allocator.allocate_above(&taken.ips, &mut rand::thread_rng(), taken.floor);
-                if let Ok((v4, v6)) = ips {
-                    taken.floor = Floor::after(v4, v6);
-                }
-                (ips, free_given_name(&reg.given_name, &taken.names))
-            })).flatten();
+            let cached = (!read_table)
+                .then(|| {
+                    self.store.taken.pick(tid, |taken| {
+                        let ips = allocator.allocate_above(&taken.ips, &mut rand::thread_rng(), taken.floor);
+                        if let Ok((v4, v6)) = ips {
+                            taken.floor = Floor::after(v4, v6);
+                        }
+                        (ips, free_given_name(&reg.given_name, &taken.names))
+                    })
+                })
+                .flatten();
             let (ips, given_name) = match cached {
                 Some(picked) => picked,
                 None => {
@@ -335,7 +339,9 @@ impl TenantStore<'_> {
     /// Renames the node. Fails with [`Conflict::GivenName`] if another node of the tenant has the name.
     pub async fn rename_node(&self, id: NodeId, name: DnsLabel) -> Result<NodeRecord> {
         let renamed = self
-            .update_node(id, "given_name = $3", Value::Text(name.as_str()), || Conflict::GivenName(name.as_str().to_string()))
+            .update_node(id, "given_name = $3", Value::Text(name.as_str()), || {
+                Conflict::GivenName(name.as_str().to_string())
+            })
             .await;
         self.store.taken.forget(self.tid());
         renamed

@@ -133,7 +133,13 @@ impl TenantStore<'_> {
 
     /// Sets a user's name, display name and email together (an OIDC login refreshing them from the provider's
     /// claims). Fails with [`Conflict::UserName`] if the name is taken by another user.
-    pub async fn update_user_profile(&self, id: UserId, name: &str, display_name: &str, email: &str) -> Result<UserRecord> {
+    pub async fn update_user_profile(
+        &self,
+        id: UserId,
+        name: &str,
+        display_name: &str,
+        email: &str,
+    ) -> Result<UserRecord> {
         let row: Result<Option<UserRow>> = write_db!(self.store, |db| {
             sqlx::query_as(concat!(
                 "UPDATE users SET name = $3, display_name = $4, email = $5, updated_ms = $6 \

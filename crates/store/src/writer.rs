@@ -36,7 +36,10 @@ impl WriterThread {
     /// Runs `work` on the writer thread and waits for its result. If the caller stops waiting, `work` is cancelled
     /// (an open transaction rolls back), as it would be on the caller's own runtime: a registration whose client went
     /// away must not leave a stored node the caller never applied to its tailnet.
-    pub(crate) async fn run<T: Send + 'static>(&self, work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
         let mut task = AbortOnDrop(self.handle.spawn(work));
         match (&mut task.0).await {
             Ok(out) => out,

@@ -119,7 +119,10 @@ async fn users_crud_and_uniqueness(db: TestDb) {
     assert!(matches!(err, StoreError::Conflict { what: Conflict::ProviderIdentifier(_) }), "{err:?}");
 
     let updated = t.update_user_profile(oidc.id, "caroline", "Caroline", "caroline@example.com").await.unwrap();
-    assert_eq!((updated.name.as_str(), updated.display_name.as_str(), updated.email.as_str()), ("caroline", "Caroline", "caroline@example.com"));
+    assert_eq!(
+        (updated.name.as_str(), updated.display_name.as_str(), updated.email.as_str()),
+        ("caroline", "Caroline", "caroline@example.com")
+    );
     assert_eq!(updated.provider_identifier.as_deref(), Some("https://idp/|carol"), "the identity stays");
     assert_eq!(t.user_by_provider_identifier("https://idp/|carol").await.unwrap(), Some(updated));
     let err = t.update_user_profile(oidc.id, "bob", "", "").await.unwrap_err();

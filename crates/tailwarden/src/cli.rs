@@ -253,7 +253,8 @@ impl Remote {
         } else {
             (true, address)
         };
-        let (authority, base) = rest.split_once('/').map_or((rest, String::new()), |(a, p)| (a, format!("/{}", p.trim_end_matches('/'))));
+        let (authority, base) =
+            rest.split_once('/').map_or((rest, String::new()), |(a, p)| (a, format!("/{}", p.trim_end_matches('/'))));
         let default_port = if https { 443 } else { 80 };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6.split_once(']').with_context(|| format!("cli.address {address:?}: unclosed '['"))?;
@@ -264,7 +265,9 @@ impl Remote {
             (h.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().with_context(|| format!("cli.address {address:?}: bad port"))?),
+                Some((h, p)) => {
+                    (h.to_string(), p.parse().with_context(|| format!("cli.address {address:?}: bad port"))?)
+                }
                 None => (authority.to_string(), default_port),
             }
         };
@@ -277,7 +280,11 @@ impl Remote {
     }
 
     fn authority(&self) -> String {
-        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -290,7 +297,12 @@ fn target(config: &Config) -> anyhow::Result<Target> {
 }
 
 /// A request to the management API; non-2xx answers become errors carrying the server's message.
-async fn call(config: &Config, method: http::Method, path_and_query: &str, body: Option<Value>) -> anyhow::Result<Value> {
+async fn call(
+    config: &Config,
+    method: http::Method,
+    path_and_query: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let target = target(config)?;
     let timeout = config.cli.timeout.max(std::time::Duration::from_secs(1));
     tokio::time::timeout(timeout, call_target(&target, method, path_and_query, body))
@@ -298,15 +310,23 @@ async fn call(config: &Config, method: http::Method, path_and_query: &str, body:
         .map_err(|_| anyhow::anyhow!("no answer from the server within {timeout:?} (cli.timeout)"))?
 }
 
-async fn call_target(target: &Target, method: http::Method, path_and_query: &str, body: Option<Value>) -> anyhow::Result<Value> {
+async fn call_target(
+    target: &Target,
+    method: http::Method,
+    path_and_query: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let builder = http::Request::builder().method(method).header(http::header::CONTENT_TYPE, "application/json");
     let (status, bytes) = match target {
         Target::Unix(path) => {
-            let stream = tokio::net::UnixStream::connect(path)
-                .await
-                .with_context(|| format!("connecting to the server at {} (is `tailwarden serve` running?)", path.display()))?;
-            let req = builder.uri(path_and_query).header(http::header::HOST, "localhost").body(Full::new(bytes::Bytes::from(body)))?;
+            let stream = tokio::net::UnixStream::connect(path).await.with_context(|| {
+                format!("connecting to the server at {} (is `tailwarden serve` running?)", path.display())
+            })?;
+            let req = builder
+                .uri(path_and_query)
+                .header(http::header::HOST, "localhost")
+                .body(Full::new(bytes::Bytes::from(body)))?;
             exchange(stream, req).await?
         }
         Target::Remote(r) => {
@@ -319,9 +339,13 @@ async fn call_target(target: &Target, method: http::Method, path_and_query: &str
                 .await
                 .with_context(|| format!("connecting to {}", r.authority()))?;
             if r.https {
-                let name = rustls::pki_types::ServerName::try_from(r.host.clone()).with_context(|| format!("{:?} is not a valid TLS server name", r.host))?;
+                let name = rustls::pki_types::ServerName::try_from(r.host.clone())
+                    .with_context(|| format!("{:?} is not a valid TLS server name", r.host))?;
                 let connector = tokio_rustls::TlsConnector::from(crate::tls::client_config(r.insecure)?);
-                let tls = connector.connect(name, tcp).await.with_context(|| format!("TLS handshake with {}", r.authority()))?;
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .with_context(|| format!("TLS handshake with {}", r.authority()))?;
                 exchange(tls, req).await?
             } else {
                 exchange(tcp, req).await?
@@ -336,7 +360,10 @@ async fn call_target(target: &Target, method: http::Method, path_and_query: &str
     Ok(value)
 }
 
-async fn exchange<S>(stream: S, req: http::Request<Full<bytes::Bytes>>) -> anyhow::Result<(http::StatusCode, bytes::Bytes)>
+async fn exchange<S>(
+    stream: S,
+    req: http::Request<Full<bytes::Bytes>>,
+) -> anyhow::Result<(http::StatusCode, bytes::Bytes)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -362,7 +389,8 @@ fn print(output: &str, value: &Value, table: impl FnOnce(&Value) -> Vec<Vec<Stri
 
 fn print_table(rows: &[Vec<String>]) {
     let Some(cols) = rows.first().map(Vec::len) else { return };
-    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0)).collect();
     for row in rows {
         let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         println!("{}", line.join(" | ").trim_end());
@@ -379,7 +407,13 @@ fn s(v: &Value, key: &str) -> String {
 
 fn encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -412,7 +446,13 @@ fn user_rows(users: &Value) -> Vec<Vec<String>> {
 pub async fn users(config: &Config, output: &str, cmd: UsersCommand) -> anyhow::Result<()> {
     match cmd {
         UsersCommand::Create { name, display_name, email } => {
-            let v = call(config, http::Method::POST, "/api/v1/user", Some(json!({"name": name, "displayName": display_name, "email": email}))).await?;
+            let v = call(
+                config,
+                http::Method::POST,
+                "/api/v1/user",
+                Some(json!({"name": name, "displayName": display_name, "email": email})),
+            )
+            .await?;
             print(output, &v["user"], |u| vec![vec!["User created".into(), s(u, "name"), format!("id {}", s(u, "id"))]])
         }
         UsersCommand::List { identifier, name, email } => {
@@ -432,7 +472,13 @@ pub async fn users(config: &Config, output: &str, cmd: UsersCommand) -> anyhow::
         }
         UsersCommand::Rename { identifier, name, new_name } => {
             let user = user_ref(identifier, name)?;
-            let v = call(config, http::Method::POST, &format!("/api/v1/user/{}/rename/{}", encode(&user), encode(&new_name)), None).await?;
+            let v = call(
+                config,
+                http::Method::POST,
+                &format!("/api/v1/user/{}/rename/{}", encode(&user), encode(&new_name)),
+                None,
+            )
+            .await?;
             print(output, &v["user"], |u| vec![vec!["User renamed".into(), s(u, "name"), format!("id {}", s(u, "id"))]])
         }
         UsersCommand::Destroy { identifier, name, force } => {
@@ -460,7 +506,8 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 pub async fn preauthkeys(config: &Config, output: &str, cmd: PreauthkeysCommand) -> anyhow::Result<()> {
     match cmd {
         PreauthkeysCommand::Create(k) => {
-            let ttl = tailwarden_config::parse_duration(&k.expiration).with_context(|| format!("--expiration {:?}", k.expiration))?;
+            let ttl = tailwarden_config::parse_duration(&k.expiration)
+                .with_context(|| format!("--expiration {:?}", k.expiration))?;
             let body = json!({
                 "user": k.user,
                 "reusable": k.reusable,
@@ -480,9 +527,27 @@ pub async fn preauthkeys(config: &Config, output: &str, cmd: PreauthkeysCommand)
             let q = user.map(|u| format!("?user={}", encode(&u))).unwrap_or_default();
             let v = call(config, http::Method::GET, &format!("/api/v1/preauthkey{q}"), None).await?;
             print(output, &v["preAuthKeys"], |keys| {
-                let mut rows = vec![vec!["ID".into(), "Key".into(), "Reusable".into(), "Ephemeral".into(), "Used".into(), "Expiration".into(), "Created".into(), "Tags".into()]];
+                let mut rows = vec![vec![
+                    "ID".into(),
+                    "Key".into(),
+                    "Reusable".into(),
+                    "Ephemeral".into(),
+                    "Used".into(),
+                    "Expiration".into(),
+                    "Created".into(),
+                    "Tags".into(),
+                ]];
                 for k in keys.as_array().into_iter().flatten() {
-                    rows.push(vec![s(k, "id"), s(k, "key"), s(k, "reusable"), s(k, "ephemeral"), s(k, "used"), s(k, "expiration"), s(k, "createdAt"), strings(&k["aclTags"]).join(",")]);
+                    rows.push(vec![
+                        s(k, "id"),
+                        s(k, "key"),
+                        s(k, "reusable"),
+                        s(k, "ephemeral"),
+                        s(k, "used"),
+                        s(k, "expiration"),
+                        s(k, "createdAt"),
+                        strings(&k["aclTags"]).join(","),
+                    ]);
                 }
                 rows
             })
@@ -523,7 +588,8 @@ fn key_ref_json(r: &KeyRef) -> anyhow::Result<Value> {
 pub async fn apikeys(config: &Config, output: &str, cmd: ApikeysCommand) -> anyhow::Result<()> {
     match cmd {
         ApikeysCommand::Create { expiration } => {
-            let ttl = tailwarden_config::parse_duration(&expiration).with_context(|| format!("--expiration {expiration:?}"))?;
+            let ttl = tailwarden_config::parse_duration(&expiration)
+                .with_context(|| format!("--expiration {expiration:?}"))?;
             let body = json!({ "expiration": rfc3339(time::OffsetDateTime::now_utc() + ttl)? });
             let v = call(config, http::Method::POST, "/api/v1/apikey", Some(body)).await?;
             if output.is_empty() {
@@ -536,9 +602,16 @@ pub async fn apikeys(config: &Config, output: &str, cmd: ApikeysCommand) -> anyh
         ApikeysCommand::List => {
             let v = call(config, http::Method::GET, "/api/v1/apikey", None).await?;
             print(output, &v["apiKeys"], |keys| {
-                let mut rows = vec![vec!["ID".into(), "Prefix".into(), "Expiration".into(), "Created".into(), "Last seen".into()]];
+                let mut rows =
+                    vec![vec!["ID".into(), "Prefix".into(), "Expiration".into(), "Created".into(), "Last seen".into()]];
                 for k in keys.as_array().into_iter().flatten() {
-                    rows.push(vec![s(k, "id"), s(k, "prefix"), s(k, "expiration"), s(k, "createdAt"), s(k, "lastSeen")]);
+                    rows.push(vec![
+                        s(k, "id"),
+                        s(k, "prefix"),
+                        s(k, "expiration"),
+                        s(k, "createdAt"),
+                        s(k, "lastSeen"),
+                    ]);
                 }
                 rows
             })
@@ -583,11 +656,23 @@ pub async fn health(config: &Config, output: &str) -> anyhow::Result<()> {
 }
 
 fn node_rows(nodes: &Value) -> Vec<Vec<String>> {
-    let mut rows = vec![vec!["ID".into(), "Hostname".into(), "Name".into(), "User".into(), "IP addresses".into(), "Tags".into(), "Last seen".into(), "Connected".into(), "Expired".into()]];
+    let mut rows = vec![vec![
+        "ID".into(),
+        "Hostname".into(),
+        "Name".into(),
+        "User".into(),
+        "IP addresses".into(),
+        "Tags".into(),
+        "Last seen".into(),
+        "Connected".into(),
+        "Expired".into(),
+    ]];
     let now = time::OffsetDateTime::now_utc();
     for n in nodes.as_array().into_iter().flatten() {
-        let ips: Vec<String> = n["ipAddresses"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect();
-        let tags: Vec<String> = n["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect();
+        let ips: Vec<String> =
+            n["ipAddresses"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect();
+        let tags: Vec<String> =
+            n["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect();
         let expired = n["expiry"]
             .as_str()
             .and_then(|e| time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok())
@@ -608,14 +693,21 @@ fn node_rows(nodes: &Value) -> Vec<Vec<String>> {
 }
 
 fn route_rows(nodes: &Value) -> Vec<Vec<String>> {
-    let mut rows = vec![vec!["ID".into(), "Hostname".into(), "Approved".into(), "Available".into(), "Serving (Primary)".into()]];
+    let mut rows =
+        vec![vec!["ID".into(), "Hostname".into(), "Approved".into(), "Available".into(), "Serving (Primary)".into()]];
     for n in nodes.as_array().into_iter().flatten() {
         let available = strings(&n["availableRoutes"]);
         let approved = strings(&n["approvedRoutes"]);
         if available.is_empty() && approved.is_empty() {
             continue;
         }
-        rows.push(vec![s(n, "id"), s(n, "givenName"), approved.join(", "), available.join(", "), strings(&n["subnetRoutes"]).join(", ")]);
+        rows.push(vec![
+            s(n, "id"),
+            s(n, "givenName"),
+            approved.join(", "),
+            available.join(", "),
+            strings(&n["subnetRoutes"]).join(", "),
+        ]);
     }
     rows
 }
@@ -629,13 +721,21 @@ pub async fn nodes(config: &Config, output: &str, cmd: NodesCommand) -> anyhow::
         }
         NodesCommand::ListRoutes { identifier } => {
             let nodes = match identifier {
-                Some(id) => Value::Array(vec![call(config, http::Method::GET, &format!("/api/v1/node/{id}"), None).await?["node"].take()]),
+                Some(id) => Value::Array(vec![
+                    call(config, http::Method::GET, &format!("/api/v1/node/{id}"), None).await?["node"].take(),
+                ]),
                 None => call(config, http::Method::GET, "/api/v1/node", None).await?["nodes"].take(),
             };
             print(output, &nodes, route_rows)
         }
         NodesCommand::Register { user, key } => {
-            let v = call(config, http::Method::POST, &format!("/api/v1/node/register?user={}&key={}", encode(&user), encode(&key)), None).await?;
+            let v = call(
+                config,
+                http::Method::POST,
+                &format!("/api/v1/node/register?user={}&key={}", encode(&user), encode(&key)),
+                None,
+            )
+            .await?;
             print(output, &v["node"], |n| vec![vec!["Node".into(), s(n, "givenName"), "registered".into()]])
         }
         NodesCommand::Delete { identifier } => {
@@ -651,21 +751,47 @@ pub async fn nodes(config: &Config, output: &str, cmd: NodesCommand) -> anyhow::
                 (false, None) => None,
             };
             let v = call(config, http::Method::POST, &format!("/api/v1/node/{identifier}/expire"), body).await?;
-            print(output, &v["node"], |n| vec![vec!["Node".into(), s(n, "givenName"), "expiry updated".into(), s(n, "expiry")]])
+            print(output, &v["node"], |n| {
+                vec![vec!["Node".into(), s(n, "givenName"), "expiry updated".into(), s(n, "expiry")]]
+            })
         }
         NodesCommand::Rename { identifier, name } => {
-            let v = call(config, http::Method::POST, &format!("/api/v1/node/{identifier}/rename/{}", encode(&name)), None).await?;
+            let v =
+                call(config, http::Method::POST, &format!("/api/v1/node/{identifier}/rename/{}", encode(&name)), None)
+                    .await?;
             print(output, &v["node"], |n| vec![vec!["Node".into(), s(n, "givenName"), "renamed".into()]])
         }
         NodesCommand::Tag { identifier, tags } => {
             let tags: Vec<String> = tags.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
-            let v = call(config, http::Method::POST, &format!("/api/v1/node/{identifier}/tags"), Some(json!({ "tags": tags }))).await?;
-            print(output, &v["node"], |n| vec![vec!["Node".into(), s(n, "givenName"), "tags".into(), strings(&n["tags"]).join(",")]])
+            let v = call(
+                config,
+                http::Method::POST,
+                &format!("/api/v1/node/{identifier}/tags"),
+                Some(json!({ "tags": tags })),
+            )
+            .await?;
+            print(output, &v["node"], |n| {
+                vec![vec!["Node".into(), s(n, "givenName"), "tags".into(), strings(&n["tags"]).join(",")]]
+            })
         }
         NodesCommand::ApproveRoutes { identifier, routes } => {
-            let routes: Vec<String> = routes.into_iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
-            let v = call(config, http::Method::POST, &format!("/api/v1/node/{identifier}/approve_routes"), Some(json!({ "routes": routes }))).await?;
-            print(output, &v["node"], |n| vec![vec!["Node".into(), s(n, "givenName"), "approved routes".into(), strings(&n["approvedRoutes"]).join(", ")]])
+            let routes: Vec<String> =
+                routes.into_iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
+            let v = call(
+                config,
+                http::Method::POST,
+                &format!("/api/v1/node/{identifier}/approve_routes"),
+                Some(json!({ "routes": routes })),
+            )
+            .await?;
+            print(output, &v["node"], |n| {
+                vec![vec![
+                    "Node".into(),
+                    s(n, "givenName"),
+                    "approved routes".into(),
+                    strings(&n["approvedRoutes"]).join(", "),
+                ]]
+            })
         }
     }
 }
@@ -681,7 +807,10 @@ mod tests {
         let r = Remote::parse("http://127.0.0.1:8080/", "k", false).unwrap();
         assert_eq!((r.https, r.host.as_str(), r.port), (false, "127.0.0.1", 8080));
         let r = Remote::parse("https://[::1]/hs", "k", true).unwrap();
-        assert_eq!((r.https, r.host.as_str(), r.port, r.base.as_str(), r.authority()), (true, "::1", 443, "/hs", "[::1]:443".into()));
+        assert_eq!(
+            (r.https, r.host.as_str(), r.port, r.base.as_str(), r.authority()),
+            (true, "::1", 443, "/hs", "[::1]:443".into())
+        );
         assert!(Remote::parse("example.com", "", false).is_err(), "an address needs a key");
         assert!(Remote::parse("ftp://example.com", "k", false).is_err());
         assert!(Remote::parse("example.com:notaport", "k", false).is_err());
@@ -708,7 +837,8 @@ pub enum PolicyCommand {
 }
 
 pub async fn policy(config: &Config, output: &str, cmd: PolicyCommand) -> anyhow::Result<()> {
-    let read = |path: &std::path::Path| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
+    let read =
+        |path: &std::path::Path| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
     match cmd {
         PolicyCommand::Get => {
             let v = call(config, http::Method::GET, "/api/v1/policy", None).await?;
@@ -727,7 +857,8 @@ pub async fn policy(config: &Config, output: &str, cmd: PolicyCommand) -> anyhow
         }
         PolicyCommand::Check { file } => {
             let text = read(&file)?;
-            call(config, http::Method::POST, "/api/v1/policy/check", Some(serde_json::json!({ "policy": text }))).await?;
+            call(config, http::Method::POST, "/api/v1/policy/check", Some(serde_json::json!({ "policy": text })))
+                .await?;
             println!("Policy is valid.");
             Ok(())
         }
@@ -762,7 +893,8 @@ pub enum DebugCommand {
 pub async fn debug(config: &Config, output: &str, cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
         DebugCommand::Node { identifier } => {
-            let v = call(config, http::Method::GET, &format!("/api/v1/debug/node/{}", encode(&identifier)), None).await?;
+            let v =
+                call(config, http::Method::GET, &format!("/api/v1/debug/node/{}", encode(&identifier)), None).await?;
             if output.is_empty() {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 Ok(())
@@ -771,7 +903,12 @@ pub async fn debug(config: &Config, output: &str, cmd: DebugCommand) -> anyhow::
             }
         }
         DebugCommand::Reach { src, dst, port, proto } => {
-            let q = format!("/api/v1/debug/reach?src={}&dst={}&port={port}&proto={}", encode(&src), encode(&dst), encode(&proto));
+            let q = format!(
+                "/api/v1/debug/reach?src={}&dst={}&port={port}&proto={}",
+                encode(&src),
+                encode(&dst),
+                encode(&proto)
+            );
             let v = call(config, http::Method::GET, &q, None).await?;
             if !output.is_empty() {
                 return print(output, &v, |_| Vec::new());

@@ -23,8 +23,10 @@ pub async fn build(config: &Config, derp_port: u16) -> anyhow::Result<DerpMap> {
     if server.enabled && server.automatically_add_embedded_derp_region {
         let host = config.server_host().unwrap_or_else(|| "127.0.0.1".into());
         let host_ip: Option<IpAddr> = host.parse().ok();
-        let ipv4 = server.ipv4.map(|a| a.to_string()).or_else(|| host_ip.filter(IpAddr::is_ipv4).map(|a| a.to_string()));
-        let ipv6 = server.ipv6.map(|a| a.to_string()).or_else(|| host_ip.filter(IpAddr::is_ipv6).map(|a| a.to_string()));
+        let ipv4 =
+            server.ipv4.map(|a| a.to_string()).or_else(|| host_ip.filter(IpAddr::is_ipv4).map(|a| a.to_string()));
+        let ipv6 =
+            server.ipv6.map(|a| a.to_string()).or_else(|| host_ip.filter(IpAddr::is_ipv6).map(|a| a.to_string()));
         // With a literal address of one family, the other must be "none" or clients would try to resolve the name.
         let (ipv4, ipv6) = match (ipv4, ipv6, host_ip) {
             (v4, v6, None) => (v4.unwrap_or_default(), v6.unwrap_or_default()),
@@ -67,10 +69,12 @@ async fn fetch(url: &str) -> anyhow::Result<DerpMap> {
     };
     let host = uri.host().context("URL has no host")?.trim_matches(['[', ']']).to_string();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port)))
-        .await
-        .context("connect timed out")??;
-    let req = http::Request::get(uri.clone()).header(http::header::HOST, host.clone()).body(Empty::<bytes::Bytes>::new())?;
+    let tcp =
+        tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port)))
+            .await
+            .context("connect timed out")??;
+    let req =
+        http::Request::get(uri.clone()).header(http::header::HOST, host.clone()).body(Empty::<bytes::Bytes>::new())?;
     let resp = if tls {
         let name = rustls::pki_types::ServerName::try_from(host.clone()).context("invalid TLS server name")?;
         let stream = tokio_rustls::TlsConnector::from(crate::tls::client_config(false)?).connect(name, tcp).await?;
@@ -115,7 +119,10 @@ mod tests {
         let embedded = &map.regions[&999];
         assert_ne!(embedded.region_code, "shadowed");
         let node = &embedded.nodes[0];
-        assert_eq!((node.host_name.as_str(), node.ipv4.as_str(), node.ipv6.as_str()), ("127.0.0.1", "127.0.0.1", "none"));
+        assert_eq!(
+            (node.host_name.as_str(), node.ipv4.as_str(), node.ipv6.as_str()),
+            ("127.0.0.1", "127.0.0.1", "none")
+        );
         assert_eq!((node.derp_port, node.stun_port), (8443, 3478));
         assert!(node.insecure_for_tests, "self-signed default");
 

@@ -93,7 +93,9 @@ fn reload_extra_records(control: &Control, path: &Path) {
             }
         }
         // A writer that truncates before writing leaves the file empty for a moment; its next write is noticed.
-        Err(e @ ExtraRecordsError::Empty { .. }) => tracing::debug!(error = %e, "extra DNS records file ignored for now"),
+        Err(e @ ExtraRecordsError::Empty { .. }) => {
+            tracing::debug!(error = %e, "extra DNS records file ignored for now")
+        }
         Err(e) => tracing::error!(error = %e, "extra DNS records reload rejected; the previous records stay in force"),
     }
 }
@@ -112,8 +114,12 @@ pub async fn refresh_derp_map(control: Arc<Control>, config: Config, derp_port: 
                     tracing::info!("DERP map changed; sent to clients");
                 }
             }
-            Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "DERP map refresh failed; the previous map stays in force"),
-            Err(_) => tracing::warn!(timeout = ?DERP_REFRESH_TIMEOUT, "DERP map refresh timed out; the previous map stays in force"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = format!("{e:#}"), "DERP map refresh failed; the previous map stays in force")
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?DERP_REFRESH_TIMEOUT, "DERP map refresh timed out; the previous map stays in force")
+            }
         }
     }
 }
@@ -141,7 +147,8 @@ mod tests {
             control.create_pre_auth_key(T, NewKeyRequest { user: Some(user.id), ..Default::default() }).await.unwrap();
         let machine: MachineKey = format!("mkey:{}", "11".repeat(32)).parse().unwrap();
         let node = format!("nodekey:{}", "22".repeat(32));
-        let register = json!({"Version": 130, "NodeKey": node, "Auth": {"AuthKey": key}, "Hostinfo": {"Hostname": "n1"}});
+        let register =
+            json!({"Version": 130, "NodeKey": node, "Auth": {"AuthKey": key}, "Hostinfo": {"Hostname": "n1"}});
         let resp = control.register(machine, from_go_json("test", register.to_string().as_bytes()).unwrap()).await;
         assert!(resp.machine_authorized, "{:?}", resp.error);
         let map = json!({"Version": 130, "NodeKey": node, "Stream": true, "KeepAlive": true});
@@ -191,7 +198,9 @@ mod tests {
     }
 
     fn names(dns: &Value) -> Vec<String> {
-        dns["ExtraRecords"].as_array().map_or_else(Vec::new, |r| r.iter().map(|r| r["Name"].as_str().unwrap().to_string()).collect())
+        dns["ExtraRecords"]
+            .as_array()
+            .map_or_else(Vec::new, |r| r.iter().map(|r| r["Name"].as_str().unwrap().to_string()).collect())
     }
 
     #[tokio::test]
@@ -199,14 +208,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.json");
         std::fs::write(&path, r#"[{"name": "one.example.com", "type": "A", "value": "100.64.0.10"}]"#).unwrap();
-        let (config, _) =
-            Config::from_yaml_str(&format!("dns:\n  extra_records_path: {}\n", path.display())).unwrap();
+        let (config, _) = Config::from_yaml_str(&format!("dns:\n  extra_records_path: {}\n", path.display())).unwrap();
         let mut settings = Settings::for_tests(Default::default());
         settings.dns.extra_records = Live::new(initial_extra_records(&config).unwrap());
         let (control, mut stream) = control_with_stream(settings).await;
         let first = stream.next(Duration::from_secs(2)).await.unwrap();
         assert_eq!(names(&first["DNSConfig"]), ["one.example.com"]);
-        assert_eq!(first["DNSConfig"]["ExtraRecords"][0], json!({"Name": "one.example.com", "Type": "A", "Value": "100.64.0.10"}));
+        assert_eq!(
+            first["DNSConfig"]["ExtraRecords"][0],
+            json!({"Name": "one.example.com", "Type": "A", "Value": "100.64.0.10"})
+        );
         let _watch = AbortOnDrop(tokio::spawn(watch_extra_records(control.clone(), path.clone())));
 
         // A change is pushed on the open stream, with the rest of the DNS configuration intact.
@@ -218,7 +229,10 @@ mod tests {
 
         // A malformed file is refused: nothing is pushed and new sessions still get the previous records.
         std::fs::write(&path, r#"[{"name": "bad.example.com", "type": "A", "value": "not-an-ip"}]"#).unwrap();
-        assert!(stream.next_with("DNSConfig", Duration::from_millis(2500)).await.is_none(), "a bad file pushes nothing");
+        assert!(
+            stream.next_with("DNSConfig", Duration::from_millis(2500)).await.is_none(),
+            "a bad file pushes nothing"
+        );
         let kept: Vec<String> = control.settings().dns.extra_records.get().iter().map(|r| r.name.clone()).collect();
         assert_eq!(kept, ["two.example.com", "three.example.com"]);
 
@@ -226,8 +240,12 @@ mod tests {
         let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
         std::fs::write(&path, r#"[{"name": "four.example.com", "value": "100.64.0.4"}]"#).unwrap();
         std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
-        assert!(stream.next_with("DNSConfig", Duration::from_millis(2500)).await.is_none(), "same mtime: not noticed without SIGHUP");
-        let status = std::process::Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
+        assert!(
+            stream.next_with("DNSConfig", Duration::from_millis(2500)).await.is_none(),
+            "same mtime: not noticed without SIGHUP"
+        );
+        let status =
+            std::process::Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
         assert!(status.success());
         let pushed = stream.next_with("DNSConfig", Duration::from_secs(5)).await.expect("SIGHUP reloads");
         assert_eq!(names(&pushed["DNSConfig"]), ["four.example.com"]);
@@ -268,7 +286,8 @@ mod tests {
             "derp:\n  urls: [http://{addr}/derpmap.json]\n  auto_update_enabled: true\n  update_frequency: 300ms\n  server:\n    enabled: false\n"
         ))
         .unwrap();
-        let (control, mut stream) = control_with_stream(Settings::for_tests(derpmap::build(&config, 0).await.unwrap())).await;
+        let (control, mut stream) =
+            control_with_stream(Settings::for_tests(derpmap::build(&config, 0).await.unwrap())).await;
         let first = stream.next(Duration::from_secs(2)).await.unwrap();
         assert_eq!(first["DERPMap"]["Regions"]["901"]["RegionCode"], "one");
         let _refresh = AbortOnDrop(tokio::spawn(refresh_derp_map(control.clone(), config, 0)));
@@ -290,7 +309,8 @@ mod tests {
 
         // And refreshing goes on afterwards.
         *served.lock().unwrap() = (200, region_json("three"));
-        let pushed = stream.next_with("DERPMap", Duration::from_secs(3)).await.expect("refresh continues after failures");
+        let pushed =
+            stream.next_with("DERPMap", Duration::from_secs(3)).await.expect("refresh continues after failures");
         assert_eq!(pushed["DERPMap"]["Regions"]["901"]["RegionCode"], "three");
     }
 

@@ -76,26 +76,29 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 
 fn main() {
     let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting runtime").and_then(|rt| {
-        rt.block_on(async {
-            match cli.command {
-                Command::Serve => serve::run(load_config(cli.config.as_ref())?).await,
-                Command::Configtest => {
-                    load_config(cli.config.as_ref())?;
-                    println!("configuration OK");
-                    Ok(())
+    let result =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting runtime").and_then(|rt| {
+            rt.block_on(async {
+                match cli.command {
+                    Command::Serve => serve::run(load_config(cli.config.as_ref())?).await,
+                    Command::Configtest => {
+                        load_config(cli.config.as_ref())?;
+                        println!("configuration OK");
+                        Ok(())
+                    }
+                    Command::Users(c) => cli::users(&load_config(cli.config.as_ref())?, &cli.output, c).await,
+                    Command::Preauthkeys(c) => {
+                        cli::preauthkeys(&load_config(cli.config.as_ref())?, &cli.output, c).await
+                    }
+                    Command::Nodes(c) => cli::nodes(&load_config(cli.config.as_ref())?, &cli.output, c).await,
+                    Command::Apikeys(c) => cli::apikeys(&load_config(cli.config.as_ref())?, &cli.output, c).await,
+                    Command::Health => cli::health(&load_config(cli.config.as_ref())?, &cli.output).await,
+                    Command::Debug(c) => cli::debug(&load_config(cli.config.as_ref())?, &cli.output, c).await,
+                    Command::Policy(c) => cli::policy(&load_config(cli.config.as_ref())?, &cli.output, c).await,
+                    Command::Version => cli::version(&cli.output),
                 }
-                Command::Users(c) => cli::users(&load_config(cli.config.as_ref())?, &cli.output, c).await,
-                Command::Preauthkeys(c) => cli::preauthkeys(&load_config(cli.config.as_ref())?, &cli.output, c).await,
-                Command::Nodes(c) => cli::nodes(&load_config(cli.config.as_ref())?, &cli.output, c).await,
-                Command::Apikeys(c) => cli::apikeys(&load_config(cli.config.as_ref())?, &cli.output, c).await,
-                Command::Health => cli::health(&load_config(cli.config.as_ref())?, &cli.output).await,
-                Command::Debug(c) => cli::debug(&load_config(cli.config.as_ref())?, &cli.output, c).await,
-                Command::Policy(c) => cli::policy(&load_config(cli.config.as_ref())?, &cli.output, c).await,
-                Command::Version => cli::version(&cli.output),
-            }
-        })
-    });
+            })
+        });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -76,7 +76,9 @@ impl OidcLogin {
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 response
             }
-            _ => page(StatusCode::INTERNAL_SERVER_ERROR, "Login failed", "The authorization URL is not a valid header."),
+            _ => {
+                page(StatusCode::INTERNAL_SERVER_ERROR, "Login failed", "The authorization URL is not a valid header.")
+            }
         }
     }
 }
@@ -123,21 +125,23 @@ pub async fn callback(
         display_name: &profile.display_name,
         email: &profile.email,
     };
-    let mut response =
-        match control.complete_external_login(TenantId::DEFAULT, &login.registration_id, user, login.node_expiry_ms).await {
-            Ok((user, node)) => {
-                tracing::info!(user = %user.name, node = %node.record.id, "node registered through OIDC login");
-                page(
-                    StatusCode::OK,
-                    "Device registered",
-                    &format!(
-                        "You are logged in as {} ({}). The device {} is now registered as {}; you can close this window.",
-                        user.display_name, user.name, node.record.hostname, node.record.given_name
-                    ),
-                )
-            }
-            Err(e) => control_error_page(&e, &profile.name),
-        };
+    let mut response = match control
+        .complete_external_login(TenantId::DEFAULT, &login.registration_id, user, login.node_expiry_ms)
+        .await
+    {
+        Ok((user, node)) => {
+            tracing::info!(user = %user.name, node = %node.record.id, "node registered through OIDC login");
+            page(
+                StatusCode::OK,
+                "Device registered",
+                &format!(
+                    "You are logged in as {} ({}). The device {} is now registered as {}; you can close this window.",
+                    user.display_name, user.name, node.record.hostname, node.record.given_name
+                ),
+            )
+        }
+        Err(e) => control_error_page(&e, &profile.name),
+    };
     clear_cookie(&mut response, &name);
     response
 }
@@ -238,7 +242,10 @@ mod tests {
 
     #[test]
     fn escape_neutralises_markup() {
-        assert_eq!(escape(r#"<script>"a" & 'b'</script>"#), "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;");
+        assert_eq!(
+            escape(r#"<script>"a" & 'b'</script>"#),
+            "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `tailwarden serve`: opens the store, loads keys, and runs the listeners (HTTP, HTTPS with DERP, STUN, the
 //! admin unix socket) until SIGINT/SIGTERM.
 
-use crate::oidc_http::{self, OidcLogin};
 use crate::acme::Acme;
+use crate::oidc_http::{self, OidcLogin};
 use crate::{derpmap, live, tls};
 use anyhow::Context;
 use axum::Router;
@@ -38,9 +38,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(dir) = database_dir(&config) {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let store = Store::open_with(&config.database_url(), StoreOptions { ip_allocator: allocator, ..Default::default() })
-        .await
-        .context("opening the database")?;
+    let store =
+        Store::open_with(&config.database_url(), StoreOptions { ip_allocator: allocator, ..Default::default() })
+            .await
+            .context("opening the database")?;
     let keys = ServerKeys::load_or_create(&config.noise.private_key_path, &config.derp.server.private_key_path)?;
     let derp_key = keys.derp_private();
 
@@ -65,7 +66,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         (_, Some(addr)) => addr.port(),
         (true, None) => config.listen_addr.port(),
         (false, None) => {
-            anyhow::ensure!(!config.derp.server.enabled, "the embedded DERP server needs TLS: set tls_listen_addr or tls_cert_path");
+            anyhow::ensure!(
+                !config.derp.server.enabled,
+                "the embedded DERP server needs TLS: set tls_listen_addr or tls_cert_path"
+            );
             0
         }
     };
@@ -83,7 +87,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let public = public_router(&control, &derp, oidc, config.derp.server.enabled);
     let mut tasks = tokio::task::JoinSet::new();
 
-    let listener = TcpListener::bind(config.listen_addr).await.with_context(|| format!("listen_addr {}", config.listen_addr))?;
+    let listener =
+        TcpListener::bind(config.listen_addr).await.with_context(|| format!("listen_addr {}", config.listen_addr))?;
     tracing::info!(addr = %config.listen_addr, tls = plain_is_tls, "control listener up");
     match (&tls_config, plain_is_tls) {
         (Some(tls), true) => {
@@ -103,7 +108,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.derp.server.enabled
         && let Some(addr) = config.derp.server.stun_listen_addr
     {
-        let socket = tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("derp.server.stun_listen_addr {addr}"))?;
+        let socket =
+            tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("derp.server.stun_listen_addr {addr}"))?;
         tracing::info!(%addr, "STUN listener up");
         tasks.spawn(async move {
             tailwarden_derp::stun::serve_stun(socket).await;
@@ -209,7 +215,12 @@ async fn watch_policy_file(control: Arc<Control>, path: std::path::PathBuf) -> a
 
 /// Everything clients reach on the network: control upgrade, DERP, probes, health, and the management API,
 /// which requires an API key (`Authorization: Bearer …`).
-fn public_router(control: &Arc<Control>, derp: &Arc<DerpServer>, oidc: Option<Arc<OidcLogin>>, derp_enabled: bool) -> Router {
+fn public_router(
+    control: &Arc<Control>,
+    derp: &Arc<DerpServer>,
+    oidc: Option<Arc<OidcLogin>>,
+    derp_enabled: bool,
+) -> Router {
     let mut router = tailwarden_control::noise_http::routes(control.clone())
         .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "pass" })) }))
         .route("/register/{id}", get(register_page))
@@ -239,7 +250,10 @@ async fn register_page(
     let safe: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).take(64).collect();
     // Checked before any OIDC state is created, so unknown ids cannot fill the table of logins in flight.
     if !control.pending_registration_exists(&safe) {
-        return (http::StatusCode::NOT_FOUND, axum::response::Html("<h1>Unknown or expired registration</h1>".to_string()))
+        return (
+            http::StatusCode::NOT_FOUND,
+            axum::response::Html("<h1>Unknown or expired registration</h1>".to_string()),
+        )
             .into_response();
     }
     if let Some(oidc) = oidc {

@@ -66,13 +66,15 @@ fn self_signed(names: &[String]) -> anyhow::Result<(Vec<CertificateDer<'static>>
 /// verification at all with `cli.insecure`.
 pub fn client_config(insecure: bool) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let mut config = if insecure {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider))).with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
         let env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
-        let candidates = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+        let candidates =
+            ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
         let path = env
             .into_iter()
             .chain(candidates.iter().map(std::path::PathBuf::from))

@@ -90,7 +90,8 @@ async fn start_with(serve_env: &[(&str, String)], prepare: impl FnOnce(&Path)) -
     std::fs::create_dir_all(&dir).unwrap();
     seed(&dir).await;
     prepare(&dir);
-    let mut server = Server { child: None, dir, http_port: free_port(), https_port: free_port(), stun_port: free_port() };
+    let mut server =
+        Server { child: None, dir, http_port: free_port(), https_port: free_port(), stun_port: free_port() };
     server.child = Some(command(&server, serve_env).arg("serve").stdout(Stdio::null()).spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -150,7 +151,9 @@ async fn management_verbs_over_the_socket() {
     assert_eq!(json(&s, none, &["users", "list"]).as_array().unwrap().len(), 1);
 
     // preauthkeys expire / delete, by the old (--user KEY) and the new (--id) forms
-    let key = ok(&s, none, &["preauthkeys", "create", "--user", "alice", "--reusable", "--expiration", "24h"]).trim().to_string();
+    let key = ok(&s, none, &["preauthkeys", "create", "--user", "alice", "--reusable", "--expiration", "24h"])
+        .trim()
+        .to_string();
     let key2 = json(&s, none, &["preauthkeys", "create", "-u", "1", "-e", "24h"])["id"].as_str().unwrap().to_string();
     ok(&s, none, &["preauthkeys", "expire", "--user", "alice", &key]);
     ok(&s, none, &["preauthkeys", "expire", "--id", &key2]);
@@ -158,7 +161,11 @@ async fn management_verbs_over_the_socket() {
     let now = time::OffsetDateTime::now_utc();
     for k in keys.as_array().unwrap() {
         // Compare as times: RFC 3339 strings with different fraction lengths do not sort chronologically.
-        let exp = time::OffsetDateTime::parse(k["expiration"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+        let exp = time::OffsetDateTime::parse(
+            k["expiration"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
         assert!(exp <= now, "expired: {k}");
     }
     ok(&s, none, &["preauthkeys", "delete", "-i", &key2]);
@@ -181,7 +188,10 @@ async fn management_verbs_over_the_socket() {
     assert!(fails(&s, none, &["nodes", "approve-routes", "-i", "1", "-r", "10.0.0.1/24"]).contains("host bits"));
     ok(&s, none, &["nodes", "approve-routes", "-i", "1", "-r", ""]);
     assert_eq!(json(&s, none, &["nodes", "list"])[0]["approvedRoutes"], serde_json::json!([]));
-    assert_eq!(json(&s, none, &["nodes", "expire", "-i", "1", "-e", "2999-01-01T00:00:00Z"])["expiry"], "2999-01-01T00:00:00Z");
+    assert_eq!(
+        json(&s, none, &["nodes", "expire", "-i", "1", "-e", "2999-01-01T00:00:00Z"])["expiry"],
+        "2999-01-01T00:00:00Z"
+    );
     assert!(json(&s, none, &["nodes", "expire", "-i", "1", "--disable"])["expiry"].is_null());
 }
 
@@ -196,7 +206,10 @@ async fn api_keys_and_the_remote_cli() {
     assert!(listed[0]["lastSeen"].is_null());
 
     // Plain HTTP on the public listener, configured through TAILWARDEN_CLI_*.
-    let http = [("TAILWARDEN_CLI_ADDRESS", format!("http://127.0.0.1:{}", s.http_port)), ("TAILWARDEN_CLI_API_KEY", key.clone())];
+    let http = [
+        ("TAILWARDEN_CLI_ADDRESS", format!("http://127.0.0.1:{}", s.http_port)),
+        ("TAILWARDEN_CLI_API_KEY", key.clone()),
+    ];
     let users = json(&s, &http, &["users", "list"]);
     assert_eq!(users[0]["name"], "alice");
     ok(&s, &http, &["users", "create", "remote-user"]);
@@ -204,23 +217,35 @@ async fn api_keys_and_the_remote_cli() {
 
     // HTTPS (the self-signed listener, hence insecure) through HEADSCALE_CLI_*; a bare host:port means HTTPS.
     for address in [format!("https://127.0.0.1:{}", s.https_port), format!("127.0.0.1:{}", s.https_port)] {
-        let https = [("HEADSCALE_CLI_ADDRESS", address), ("HEADSCALE_CLI_API_KEY", key.clone()), ("HEADSCALE_CLI_INSECURE", "true".into())];
+        let https = [
+            ("HEADSCALE_CLI_ADDRESS", address),
+            ("HEADSCALE_CLI_API_KEY", key.clone()),
+            ("HEADSCALE_CLI_INSECURE", "true".into()),
+        ];
         assert_eq!(json(&s, &https, &["health"])["databaseConnectivity"], true);
         assert_eq!(json(&s, &https, &["nodes", "list"])[0]["givenName"], "n1");
     }
     // Without `insecure` the self-signed certificate is refused.
-    let verified = [("HEADSCALE_CLI_ADDRESS", format!("https://127.0.0.1:{}", s.https_port)), ("HEADSCALE_CLI_API_KEY", key.clone()), ("SSL_CERT_FILE", "/nonexistent".into())];
+    let verified = [
+        ("HEADSCALE_CLI_ADDRESS", format!("https://127.0.0.1:{}", s.https_port)),
+        ("HEADSCALE_CLI_API_KEY", key.clone()),
+        ("SSL_CERT_FILE", "/nonexistent".into()),
+    ];
     fails(&s, &verified, &["users", "list"]);
 
     // Bad or missing keys.
-    let wrong = [("TAILWARDEN_CLI_ADDRESS", format!("http://127.0.0.1:{}", s.http_port)), ("TAILWARDEN_CLI_API_KEY", format!("{key}x"))];
+    let wrong = [
+        ("TAILWARDEN_CLI_ADDRESS", format!("http://127.0.0.1:{}", s.http_port)),
+        ("TAILWARDEN_CLI_API_KEY", format!("{key}x")),
+    ];
     assert!(fails(&s, &wrong, &["users", "list"]).contains("401"));
     let missing = [("TAILWARDEN_CLI_ADDRESS", format!("http://127.0.0.1:{}", s.http_port))];
     assert!(fails(&s, &missing, &["users", "list"]).contains("API key"));
 
     // A second key manages the first remotely: expire it, then delete it.
     let key2 = ok(&s, none, &["apikeys", "create"]).trim().to_string();
-    let remote2 = [("TAILWARDEN_CLI_ADDRESS", format!("http://127.0.0.1:{}", s.http_port)), ("TAILWARDEN_CLI_API_KEY", key2)];
+    let remote2 =
+        [("TAILWARDEN_CLI_ADDRESS", format!("http://127.0.0.1:{}", s.http_port)), ("TAILWARDEN_CLI_API_KEY", key2)];
     let prefix = json(&s, none, &["apikeys", "list"])[0]["prefix"].as_str().unwrap().to_string();
     ok(&s, &remote2, &["apikeys", "expire", "--prefix", &prefix]);
     assert!(fails(&s, &http, &["users", "list"]).contains("401"), "expired key refused");
@@ -266,7 +291,8 @@ async fn policy_file_mode_reloads_on_change_and_refuses_api_changes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_policy_file_stops_the_server_with_the_reason() {
     let file = std::env::temp_dir().join(format!("tw-badpolicy-{}-{}.hujson", std::process::id(), free_port()));
-    std::fs::write(&file, r#"{"acls": [{"action": "accept", "src": ["tag:nobody-owns-this"], "dst": ["*:*"]}]}"#).unwrap();
+    std::fs::write(&file, r#"{"acls": [{"action": "accept", "src": ["tag:nobody-owns-this"], "dst": ["*:*"]}]}"#)
+        .unwrap();
     let dir = std::env::temp_dir().join(format!("tw-cli-bad-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     let server = Server { child: None, dir, http_port: free_port(), https_port: free_port(), stun_port: free_port() };

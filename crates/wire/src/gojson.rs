@@ -15,11 +15,9 @@ pub fn from_go_json<T: DeserializeOwned>(message: &'static str, body: &[u8]) -> 
 
 fn lowercase_keys(v: Value) -> Value {
     match v {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), lowercase_keys(v)))
-                .collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), lowercase_keys(v))).collect())
+        }
         Value::Array(items) => Value::Array(items.into_iter().map(lowercase_keys).collect()),
         other => other,
     }

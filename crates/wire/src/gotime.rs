@@ -9,9 +9,7 @@ pub const ZERO: &str = "0001-01-01T00:00:00Z";
 
 /// Formats a timestamp the way Go does (RFC 3339, UTC, fractional seconds only when non-zero).
 pub fn format(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| ZERO.to_string())
+    t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_else(|_| ZERO.to_string())
 }
 
 /// Serde adapter for `Option<OffsetDateTime>` where `None` is Go's zero time.

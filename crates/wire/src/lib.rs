@@ -26,9 +26,7 @@ pub use filter::{CapGrant, FilterRule, NetPortRange, PortRange};
 pub use gojson::from_go_json;
 pub use hostinfo::{Hostinfo, NetInfo, Service};
 pub use keys::{ChallengeKey, DiscoKey, KeyParseError, MachineKey, NodeKey};
-pub use map::{
-    DebugSettings, EarlyNoise, MapRequest, MapResponse, Node, PeerChange, PingRequest, UserProfile,
-};
+pub use map::{DebugSettings, EarlyNoise, MapRequest, MapResponse, Node, PeerChange, PingRequest, UserProfile};
 pub use register::{AuthInfo, Login, RegisterRequest, RegisterResponse, User};
 
 /// Lowest client capability version the server accepts (Tailscale v1.80, Headscale's floor too).

@@ -1,8 +1,6 @@
 //! `/machine/map`: the request that opens a map stream or updates endpoints, and the messages streamed back.
 
-use crate::{
-    ChallengeKey, DerpMap, DiscoKey, DnsConfig, FilterRule, Hostinfo, MachineKey, NodeKey, gotime,
-};
+use crate::{ChallengeKey, DerpMap, DiscoKey, DnsConfig, FilterRule, Hostinfo, MachineKey, NodeKey, gotime};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -312,7 +310,12 @@ mod tests {
             domain: "tailnet.example".into(),
             collect_services: Some(false),
             packet_filter: Some(vec![FilterRule::allow_all()]),
-            user_profiles: vec![UserProfile { id: 1, login_name: "a".into(), display_name: "a".into(), ..Default::default() }],
+            user_profiles: vec![UserProfile {
+                id: 1,
+                login_name: "a".into(),
+                display_name: "a".into(),
+                ..Default::default()
+            }],
             control_time: Some(OffsetDateTime::now_utc()),
             debug: Some(DebugSettings { disable_log_tail: true }),
             ..Default::default()

@@ -31,7 +31,8 @@ pub fn server_binary() -> PathBuf {
     if let Ok(p) = std::env::var("TAILWARDEN_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
     target.join("debug/tailwarden")
 }
 
@@ -40,7 +41,9 @@ pub fn assert_isolated() -> anyhow::Result<()> {
     let dev = std::fs::read_to_string("/proc/self/net/dev")?;
     let ifaces: Vec<&str> = dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
     if ifaces.iter().any(|i| *i != "lo") {
-        bail!("refusing to start real Tailscale clients outside a loopback-only namespace (interfaces: {ifaces:?}); run via tests/netns.sh");
+        bail!(
+            "refusing to start real Tailscale clients outside a loopback-only namespace (interfaces: {ifaces:?}); run via tests/netns.sh"
+        );
     }
     Ok(())
 }
@@ -156,14 +159,16 @@ impl Server {
 
     /// The node whose given name is `name`.
     pub fn node(&self, name: &str) -> anyhow::Result<Value> {
-        self.nodes()?
-            .into_iter()
-            .find(|n| n["givenName"] == name)
-            .with_context(|| format!("no node named {name}"))
+        self.nodes()?.into_iter().find(|n| n["givenName"] == name).with_context(|| format!("no node named {name}"))
     }
 
     /// Waits until `check` is true for the node list.
-    pub fn wait_nodes(&self, what: &str, timeout: Duration, check: impl Fn(&[Value]) -> bool) -> anyhow::Result<Vec<Value>> {
+    pub fn wait_nodes(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&[Value]) -> bool,
+    ) -> anyhow::Result<Vec<Value>> {
         let deadline = Instant::now() + timeout;
         loop {
             let nodes = self.nodes()?;
@@ -190,7 +195,12 @@ pub fn ipv4_of(node: &Value) -> Option<Ipv4Addr> {
 }
 
 /// A tailscale-rs device joined to `server`.
-pub async fn rs_device(server: &Server, hostname: &str, key: Option<String>, key_file: Option<&Path>) -> anyhow::Result<tailscale::Device> {
+pub async fn rs_device(
+    server: &Server,
+    hostname: &str,
+    key: Option<String>,
+    key_file: Option<&Path>,
+) -> anyhow::Result<tailscale::Device> {
     // Fails harmlessly when another device already installed it.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = match key_file {
@@ -215,7 +225,14 @@ pub struct GoNode {
 
 impl GoNode {
     /// Starts a node; `args` are the role-specific arguments of `caddy_node.py` after the common ones.
-    pub fn start(role: &str, hostname: &str, server: &Server, key: &str, dir: &Path, args: &[&str]) -> anyhow::Result<GoNode> {
+    pub fn start(
+        role: &str,
+        hostname: &str,
+        server: &Server,
+        key: &str,
+        dir: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<GoNode> {
         std::fs::create_dir_all(dir)?;
         let log = std::fs::File::create(dir.join("caddy.log"))?;
         let child = Command::new("python3")

@@ -91,14 +91,28 @@ impl Tailscaled {
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(&self.cli).arg(format!("--socket={}", self.socket.display())).args(args).output()?;
         if !out.status.success() {
-            bail!("tailscale {args:?} failed: {}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+            bail!(
+                "tailscale {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
         Ok(String::from_utf8(out.stdout)?)
     }
 
     /// `tailscale up` against `server` with `key` (and `extra` flags); returns once the node is running.
     pub fn up(&self, server: &Server, key: &str, hostname: &str, extra: &[&str]) -> anyhow::Result<()> {
-        let mut args = vec!["up", "--login-server", &server.url, "--auth-key", key, "--hostname", hostname, "--accept-dns=false", "--timeout=60s"];
+        let mut args = vec![
+            "up",
+            "--login-server",
+            &server.url,
+            "--auth-key",
+            key,
+            "--hostname",
+            hostname,
+            "--accept-dns=false",
+            "--timeout=60s",
+        ];
         args.extend_from_slice(extra);
         self.cli(&args).map(drop).with_context(|| format!("log:\n{}", self.log()))
     }

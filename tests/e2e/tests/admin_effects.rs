@@ -27,7 +27,10 @@ async fn interactive_login_rename_and_delete_reach_clients() -> anyhow::Result<(
     let rs1 = rs_device(&server, "rs1", Some(key.clone()), None).await?;
     let rs2 = rs_device(&server, "rs2", Some(key), None).await?;
     let ip2 = rs2.ipv4_addr().await?;
-    eventually("rs1 sees rs2", Duration::from_secs(20), || async { rs1.peer_by_name("rs2").await.ok().flatten().is_some() }).await?;
+    eventually("rs1 sees rs2", Duration::from_secs(20), || async {
+        rs1.peer_by_name("rs2").await.ok().flatten().is_some()
+    })
+    .await?;
 
     // Rename: the peer sees the new MagicDNS name.
     let id2 = server.node("rs2")?["id"].as_str().unwrap_or_default().to_string();
@@ -50,7 +53,10 @@ async fn interactive_login_rename_and_delete_reach_clients() -> anyhow::Result<(
     server.cli(&["nodes", "register", "--user", "alice", "--key", &reg_id])?;
     let ip3 = tokio::time::timeout(Duration::from_secs(30), rs3.ipv4_addr()).await??;
     assert_eq!(tailwarden_e2e::ipv4_of(&server.node("rs3")?), Some(ip3));
-    eventually("rs1 sees rs3", Duration::from_secs(10), || async { rs1.peer_by_name("rs3").await.ok().flatten().is_some() }).await?;
+    eventually("rs1 sees rs3", Duration::from_secs(10), || async {
+        rs1.peer_by_name("rs3").await.ok().flatten().is_some()
+    })
+    .await?;
 
     // Delete: the node disappears from its peers' maps. Its client is stopped first: a running client whose key
     // is reusable would simply register again (as with Headscale) and take the freed address.

@@ -42,7 +42,10 @@ impl Provider {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("oidc-provider did not come up: {}", std::fs::read_to_string(dir.join("provider.err")).unwrap_or_default())
+        bail!(
+            "oidc-provider did not come up: {}",
+            std::fs::read_to_string(dir.join("provider.err")).unwrap_or_default()
+        )
     }
 
     fn issuer(&self) -> String {
@@ -157,7 +160,8 @@ async fn oidc_login_admits_allowed_users_and_refuses_others() -> anyhow::Result<
     assert!(cookie.contains(query["state"].as_str()) && cookie.contains("HttpOnly"), "{cookie}");
 
     // A callback that did not come from the browser that started the login is refused.
-    let forged = no_redirects.get(format!("{}/oidc/callback?code=x&state={}", server.url, query["state"])).send().await?;
+    let forged =
+        no_redirects.get(format!("{}/oidc/callback?code=x&state={}", server.url, query["state"])).send().await?;
     assert_eq!(forged.status(), reqwest::StatusCode::FORBIDDEN);
 
     // Outside allowed_domains: refused, nothing written.

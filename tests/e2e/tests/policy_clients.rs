@@ -18,7 +18,8 @@ async fn serve_http(dev: &tailscale::Device, port: u16, body: &'static str) -> a
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
                 if matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
-                    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let resp =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                     let _ = s.write_all(resp.as_bytes()).await;
                 }
             });
@@ -55,20 +56,39 @@ async fn policy_allows_only_what_it_says_and_changes_apply_live() -> anyhow::Res
     serve_http(&b, 80, "b80").await?;
     serve_http(&b, 81, "b81").await?;
     let (to_b80, to_b81) = (local_port(), local_port());
-    let _a1 = GoNode::start("proxy", "a1", &server, &ka, &tmp.path().join("a1"), &[&format!("{ip_b}:80"), &to_b80.to_string()])?;
-    let _a2 = GoNode::start("proxy", "a2", &server, &ka, &tmp.path().join("a2"), &[&format!("{ip_b}:81"), &to_b81.to_string()])?;
-    let ip_a1 = retry("a1 registered", Duration::from_secs(60), || ipv4_of(&server.node("a1")?).ok_or_else(|| anyhow::anyhow!("no ip")))?;
+    let _a1 = GoNode::start(
+        "proxy",
+        "a1",
+        &server,
+        &ka,
+        &tmp.path().join("a1"),
+        &[&format!("{ip_b}:80"), &to_b80.to_string()],
+    )?;
+    let _a2 = GoNode::start(
+        "proxy",
+        "a2",
+        &server,
+        &ka,
+        &tmp.path().join("a2"),
+        &[&format!("{ip_b}:81"), &to_b81.to_string()],
+    )?;
+    let ip_a1 = retry("a1 registered", Duration::from_secs(60), || {
+        ipv4_of(&server.node("a1")?).ok_or_else(|| anyhow::anyhow!("no ip"))
+    })?;
     retry("a2 registered", Duration::from_secs(60), || server.node("a2"))?;
 
     // With no policy set everything is allowed: both paths work before the policy closes one of them.
     assert_eq!(retry("a2 -> b:81 without a policy", Duration::from_secs(90), || http_get_local(to_b81, "/"))?, "b81");
 
     // alice may reach bob on port 80 only. The policy's tests say so too; they need the devices to exist.
-    let p1 = write("p1.hujson", r#"{
+    let p1 = write(
+        "p1.hujson",
+        r#"{
         // alice's devices may reach bob's on port 80, nothing else
         "acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}],
         "tests": [{"src": "alice@", "accept": ["bob@:80"], "deny": ["bob@:81"]}],
-    }"#)?;
+    }"#,
+    )?;
     server.cli(&["policy", "set", "-f", &p1])?;
 
     // The new filters reach the clients after the server's coalescing window: wait (bounded) for b to refuse
@@ -88,8 +108,11 @@ async fn policy_allows_only_what_it_says_and_changes_apply_live() -> anyhow::Res
     assert!(server.cli(&["debug", "reach", "--src", "b", "--dst", "a1", "--port", "80"])?.starts_with("denied"));
 
     // A policy whose own tests fail is refused, and the old rules stay in force.
-    let failing = write("p2.hujson", r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
-        "tests": [{"src": "bob@", "deny": ["alice@:80"]}]}"#)?;
+    let failing = write(
+        "p2.hujson",
+        r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+        "tests": [{"src": "bob@", "deny": ["alice@:80"]}]}"#,
+    )?;
     let err = server.cli(&["policy", "set", "-f", &failing]).unwrap_err();
     assert!(format!("{err:#}").contains("test"), "{err:#}");
     assert_eq!(server.cli(&["policy", "get"])?.trim(), std::fs::read_to_string(&p1)?.trim());
@@ -97,9 +120,12 @@ async fn policy_allows_only_what_it_says_and_changes_apply_live() -> anyhow::Res
 
     // Allowing bob -> alice:80 takes effect on the running clients (alice -> bob opened fully so that the
     // stateless tailscale-rs node accepts a1's replies).
-    let p3 = write("p3.hujson", r#"{"acls": [
+    let p3 = write(
+        "p3.hujson",
+        r#"{"acls": [
         {"action": "accept", "src": ["alice@"], "dst": ["bob@:*"]},
-        {"action": "accept", "src": ["bob@"], "dst": ["alice@:80"]}]}"#)?;
+        {"action": "accept", "src": ["bob@"], "dst": ["alice@:80"]}]}"#,
+    )?;
     server.cli(&["policy", "set", "-f", &p3])?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let reply = loop {

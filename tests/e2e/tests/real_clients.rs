@@ -23,7 +23,10 @@ async fn serve_upper(dev: &tailscale::Device, port: u16) -> anyhow::Result<tokio
                             let text = String::from_utf8_lossy(&buf[..n]);
                             let reply = if text.starts_with("GET ") {
                                 let body = "hello from tailscale-rs";
-                                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                                format!(
+                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                    body.len()
+                                )
                             } else {
                                 text.to_uppercase()
                             };
@@ -142,7 +145,8 @@ async fn go_clients_fetch_pages_and_talk_to_tailscale_rs_both_ways() -> anyhow::
     let token = format!("page-{}", std::process::id());
 
     let _go1 = GoNode::start("serve", "go1", &server, &key, &tmp.path().join("go1"), &[&token])?;
-    let go1_ip = retry("go1 registered", JOIN, || ipv4_of(&server.node("go1")?).ok_or_else(|| anyhow::anyhow!("no ip")))?;
+    let go1_ip =
+        retry("go1 registered", JOIN, || ipv4_of(&server.node("go1")?).ok_or_else(|| anyhow::anyhow!("no ip")))?;
 
     let rs = rs_device(&server, "rs1", Some(key.clone()), None).await?;
     let rs_ip = rs.ipv4_addr().await?;
@@ -150,14 +154,28 @@ async fn go_clients_fetch_pages_and_talk_to_tailscale_rs_both_ways() -> anyhow::
 
     // (b) go2 fetches go1's page over the tailnet.
     let to_go1 = local_port();
-    let go2 = GoNode::start("proxy", "go2", &server, &key, &tmp.path().join("go2"), &[&format!("{go1_ip}:80"), &to_go1.to_string()])?;
+    let go2 = GoNode::start(
+        "proxy",
+        "go2",
+        &server,
+        &key,
+        &tmp.path().join("go2"),
+        &[&format!("{go1_ip}:80"), &to_go1.to_string()],
+    )?;
     let page = retry("go2 -> go1 over the tailnet", Duration::from_secs(90), || http_get_local(to_go1, "/"))
         .map_err(|e| anyhow::anyhow!("{e:#}\ngo2 log:\n{}", go2.log()))?;
     assert_eq!(page, token);
 
     // (c) Go -> tailscale-rs: a Go node proxies to the Rust node's HTTP responder.
     let to_rs = local_port();
-    let go3 = GoNode::start("proxy", "go3", &server, &key, &tmp.path().join("go3"), &[&format!("{rs_ip}:8080"), &to_rs.to_string()])?;
+    let go3 = GoNode::start(
+        "proxy",
+        "go3",
+        &server,
+        &key,
+        &tmp.path().join("go3"),
+        &[&format!("{rs_ip}:8080"), &to_rs.to_string()],
+    )?;
     let page = retry("go3 -> rs1 over the tailnet", Duration::from_secs(90), || http_get_local(to_rs, "/"))
         .map_err(|e| anyhow::anyhow!("{e:#}\ngo3 log:\n{}", go3.log()))?;
     assert_eq!(page, "hello from tailscale-rs");

@@ -19,7 +19,8 @@ fn nodes_expire_logs_the_client_out_and_peers_drop_it() -> anyhow::Result<()> {
     let key = server.user_and_key("alice", &["--reusable"])?;
     let token = format!("expire-{}", std::process::id());
     let _go1 = GoNode::start("serve", "go1", &server, &key, &tmp.path().join("go1"), &[&token])?;
-    let go1_ip = retry("go1 registered", JOIN, || ipv4_of(&server.node("go1")?).ok_or_else(|| anyhow::anyhow!("no ip")))?;
+    let go1_ip =
+        retry("go1 registered", JOIN, || ipv4_of(&server.node("go1")?).ok_or_else(|| anyhow::anyhow!("no ip")))?;
     let proxy = local_port();
     let ts1 = Tailscaled::start(&tmp.path().join("ts1"), None, Some(proxy))?;
     ts1.up(&server, &key, "ts1", &[])?;
@@ -31,7 +32,9 @@ fn nodes_expire_logs_the_client_out_and_peers_drop_it() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e:#}\nts1 log:\n{}", ts1.log()))?;
     assert_eq!(page, token);
     assert_eq!(ts1.status()?["BackendState"], "Running");
-    let seen = retry("ts2 sees ts1", JOIN, || Tailscaled::peer(&ts2.status()?, "ts1").ok_or_else(|| anyhow::anyhow!("not yet")))?;
+    let seen = retry("ts2 sees ts1", JOIN, || {
+        Tailscaled::peer(&ts2.status()?, "ts1").ok_or_else(|| anyhow::anyhow!("not yet"))
+    })?;
     assert_ne!(seen["Expired"], true);
 
     let id = node_id(&server, "ts1")?;
@@ -69,7 +72,8 @@ fn serve_http(listener: std::net::TcpListener, body: String) {
         for mut stream in listener.incoming().flatten() {
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ =
+                write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
         }
     });
 }
@@ -111,7 +115,9 @@ fn subnet_router_route_is_listed_approved_and_carries_traffic() -> anyhow::Resul
     let id = node_id(&server, "router")?;
     let routes = |server: &Server| -> anyhow::Result<serde_json::Value> {
         let all: serde_json::Value = serde_json::from_str(&server.cli(&["nodes", "list-routes", "-o", "json"])?)?;
-        all.as_array().and_then(|a| a.iter().find(|n| n["givenName"] == "router").cloned()).ok_or_else(|| anyhow::anyhow!("router not listed"))
+        all.as_array()
+            .and_then(|a| a.iter().find(|n| n["givenName"] == "router").cloned())
+            .ok_or_else(|| anyhow::anyhow!("router not listed"))
     };
     let listed = retry("router's route listed", JOIN, || {
         let r = routes(&server)?;
@@ -120,7 +126,9 @@ fn subnet_router_route_is_listed_approved_and_carries_traffic() -> anyhow::Resul
     })?;
     assert_eq!(listed["approvedRoutes"], serde_json::json!([]), "{listed}");
     assert_eq!(listed["subnetRoutes"], serde_json::json!([]), "{listed}");
-    let seen = retry("client sees router", JOIN, || Tailscaled::peer(&client.status()?, "router").ok_or_else(|| anyhow::anyhow!("not yet")))?;
+    let seen = retry("client sees router", JOIN, || {
+        Tailscaled::peer(&client.status()?, "router").ok_or_else(|| anyhow::anyhow!("not yet"))
+    })?;
     assert!(seen["PrimaryRoutes"].as_array().is_none_or(|r| r.is_empty()), "unapproved route handed out: {seen}");
     assert!(get_via_proxy(proxy, &url).is_err(), "the subnet must be unreachable before approval");
 

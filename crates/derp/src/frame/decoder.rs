@@ -68,11 +68,7 @@ impl FrameDecoder {
             let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
             let limit = frame_type.max_body_len().min(MAX_FRAME_LEN);
             if len > limit {
-                return Err(DerpError::FrameTooLarge {
-                    frame_type,
-                    len: u64::from(len),
-                    limit,
-                });
+                return Err(DerpError::FrameTooLarge { frame_type, len: u64::from(len), limit });
             }
             // `len` is at most MAX_FRAME_LEN (1 MiB), so it fits a usize on every target.
             let len = len as usize;
@@ -147,10 +143,7 @@ mod tests {
             got.extend(decode_all(&mut dec, &mut buf));
         }
         let types: Vec<_> = got.iter().map(|f| f.frame_type).collect();
-        assert_eq!(
-            types,
-            [FrameType::SendPacket, FrameType::KeepAlive, FrameType::Ping]
-        );
+        assert_eq!(types, [FrameType::SendPacket, FrameType::KeepAlive, FrameType::Ping]);
         assert_eq!(&got[0].body[..], &[7u8; 40][..]);
         assert_eq!(&got[2].body[..], b"abcdefgh");
         assert_eq!(dec.skipped_frames(), 1);
@@ -182,10 +175,7 @@ mod tests {
         for chunk in stream.chunks(4096) {
             buf.extend_from_slice(chunk);
             got.extend(decode_all(&mut dec, &mut buf));
-            assert!(
-                buf.len() <= 4096 + HEADER_LEN,
-                "unknown body must not accumulate"
-            );
+            assert!(buf.len() <= 4096 + HEADER_LEN, "unknown body must not accumulate");
         }
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].frame_type, FrameType::Pong);
@@ -216,18 +206,13 @@ mod tests {
             buf.extend_from_slice(&len.to_be_bytes());
             let err = FrameDecoder::new().decode(&mut buf).unwrap_err();
             match err {
-                DerpError::FrameTooLarge {
-                    frame_type, len: l, ..
-                } => {
+                DerpError::FrameTooLarge { frame_type, len: l, .. } => {
                     assert_eq!(frame_type, FrameType::from(t));
                     assert_eq!(l, u64::from(len));
                 }
                 other => panic!("unexpected error {other:?}"),
             }
-            assert!(
-                buf.capacity() < 1024 * 1024,
-                "no allocation for rejected frame"
-            );
+            assert!(buf.capacity() < 1024 * 1024, "no allocation for rejected frame");
         }
     }
 

@@ -143,11 +143,7 @@ pub enum Message {
 
 fn need(frame_type: FrameType, body: &[u8], min: usize) -> Result<(), DerpError> {
     if body.len() < min {
-        return Err(DerpError::FrameTooShort {
-            frame_type,
-            len: body.len(),
-            min,
-        });
+        return Err(DerpError::FrameTooShort { frame_type, len: body.len(), min });
     }
     Ok(())
 }
@@ -191,9 +187,7 @@ impl Message {
                 if b[..MAGIC.len()] != MAGIC {
                     return Err(DerpError::BadMagic);
                 }
-                Self::ServerKey {
-                    key: array(b, MAGIC.len()),
-                }
+                Self::ServerKey { key: array(b, MAGIC.len()) }
             }
             FrameType::ClientInfo => {
                 need(frame_type, b, KEY_LEN + NONCE_LEN)?;
@@ -205,42 +199,25 @@ impl Message {
             }
             FrameType::ServerInfo => {
                 need(frame_type, b, NONCE_LEN)?;
-                Self::ServerInfo {
-                    nonce: array(b, 0),
-                    sealed: body.slice(NONCE_LEN..),
-                }
+                Self::ServerInfo { nonce: array(b, 0), sealed: body.slice(NONCE_LEN..) }
             }
             FrameType::SendPacket => {
                 need(frame_type, b, KEY_LEN)?;
-                Self::SendPacket {
-                    dst: array(b, 0),
-                    packet: body.slice(KEY_LEN..),
-                }
+                Self::SendPacket { dst: array(b, 0), packet: body.slice(KEY_LEN..) }
             }
             FrameType::RecvPacket => {
                 need(frame_type, b, KEY_LEN)?;
-                Self::RecvPacket {
-                    src: array(b, 0),
-                    packet: body.slice(KEY_LEN..),
-                }
+                Self::RecvPacket { src: array(b, 0), packet: body.slice(KEY_LEN..) }
             }
             FrameType::KeepAlive => Self::KeepAlive,
             FrameType::NotePreferred => {
                 need(frame_type, b, 1)?;
-                Self::NotePreferred {
-                    preferred: b[0] != 0,
-                }
+                Self::NotePreferred { preferred: b[0] != 0 }
             }
             FrameType::PeerGone => {
                 need(frame_type, b, KEY_LEN)?;
-                let reason = b
-                    .get(KEY_LEN)
-                    .copied()
-                    .map_or(PeerGoneReason::Disconnected, PeerGoneReason::from);
-                Self::PeerGone {
-                    key: array(b, 0),
-                    reason,
-                }
+                let reason = b.get(KEY_LEN).copied().map_or(PeerGoneReason::Disconnected, PeerGoneReason::from);
+                Self::PeerGone { key: array(b, 0), reason }
             }
             FrameType::PeerPresent => {
                 need(frame_type, b, KEY_LEN)?;
@@ -250,19 +227,11 @@ impl Message {
                     (ip, port)
                 });
                 let flags = b.get(KEY_LEN + 18).copied();
-                Self::PeerPresent {
-                    key: array(b, 0),
-                    endpoint,
-                    flags,
-                }
+                Self::PeerPresent { key: array(b, 0), endpoint, flags }
             }
             FrameType::ForwardPacket => {
                 need(frame_type, b, 2 * KEY_LEN)?;
-                Self::ForwardPacket {
-                    src: array(b, 0),
-                    dst: array(b, KEY_LEN),
-                    packet: body.slice(2 * KEY_LEN..),
-                }
+                Self::ForwardPacket { src: array(b, 0), dst: array(b, KEY_LEN), packet: body.slice(2 * KEY_LEN..) }
             }
             FrameType::WatchConns => Self::WatchConns,
             FrameType::ClosePeer => {
@@ -295,15 +264,11 @@ impl Message {
             Self::ServerKey { .. } => MAGIC.len() + KEY_LEN,
             Self::ClientInfo { sealed, .. } => KEY_LEN + NONCE_LEN + sealed.len(),
             Self::ServerInfo { sealed, .. } => NONCE_LEN + sealed.len(),
-            Self::SendPacket { packet, .. } | Self::RecvPacket { packet, .. } => {
-                KEY_LEN + packet.len()
-            }
+            Self::SendPacket { packet, .. } | Self::RecvPacket { packet, .. } => KEY_LEN + packet.len(),
             Self::KeepAlive | Self::WatchConns => 0,
             Self::NotePreferred { .. } => 1,
             Self::PeerGone { .. } => KEY_LEN + 1,
-            Self::PeerPresent {
-                endpoint, flags, ..
-            } => match (endpoint, flags) {
+            Self::PeerPresent { endpoint, flags, .. } => match (endpoint, flags) {
                 (_, Some(_)) => KEY_LEN + 19,
                 (Some(_), None) => KEY_LEN + 18,
                 (None, None) => KEY_LEN,
@@ -326,11 +291,7 @@ impl Message {
         let len = match u32::try_from(body_len) {
             Ok(len) if len <= limit => len,
             _ => {
-                return Err(DerpError::FrameTooLarge {
-                    frame_type,
-                    len: body_len as u64,
-                    limit,
-                });
+                return Err(DerpError::FrameTooLarge { frame_type, len: body_len as u64, limit });
             }
         };
         out.reserve(HEADER_LEN + body_len);
@@ -360,11 +321,7 @@ impl Message {
                 out.put_slice(key);
                 out.put_u8(u8::from(*reason));
             }
-            Self::PeerPresent {
-                key,
-                endpoint,
-                flags,
-            } => {
+            Self::PeerPresent { key, endpoint, flags } => {
                 out.put_slice(key);
                 if endpoint.is_some() || flags.is_some() {
                     let (ip, port) = endpoint.unwrap_or(([0; 16], 0));
@@ -383,10 +340,7 @@ impl Message {
             Self::ClosePeer { key } => out.put_slice(key),
             Self::Ping { data } | Self::Pong { data } => out.put_slice(data),
             Self::Health { problem } => out.put_slice(problem),
-            Self::Restarting {
-                reconnect_in_ms,
-                try_for_ms,
-            } => {
+            Self::Restarting { reconnect_in_ms, try_for_ms } => {
                 out.put_u32(*reconnect_in_ms);
                 out.put_u32(*try_for_ms);
             }
@@ -423,99 +377,40 @@ mod tests {
     /// Each message next to the exact bytes it must encode to, built by hand.
     fn golden() -> Vec<(Message, Vec<u8>)> {
         vec![
+            (Message::ServerKey { key: K1 }, cat(&[&hdr(0x01, 40), b"DERP\xF0\x9F\x94\x91", &K1])),
             (
-                Message::ServerKey { key: K1 },
-                cat(&[&hdr(0x01, 40), b"DERP\xF0\x9F\x94\x91", &K1]),
-            ),
-            (
-                Message::ClientInfo {
-                    key: K1,
-                    nonce: [3; 24],
-                    sealed: Bytes::from_static(b"box"),
-                },
+                Message::ClientInfo { key: K1, nonce: [3; 24], sealed: Bytes::from_static(b"box") },
                 cat(&[&hdr(0x02, 59), &K1, &[3; 24], b"box"]),
             ),
             (
-                Message::ServerInfo {
-                    nonce: [4; 24],
-                    sealed: Bytes::from_static(b"sealed"),
-                },
+                Message::ServerInfo { nonce: [4; 24], sealed: Bytes::from_static(b"sealed") },
                 cat(&[&hdr(0x03, 30), &[4; 24], b"sealed"]),
             ),
             (
-                Message::SendPacket {
-                    dst: K2,
-                    packet: Bytes::from_static(b"hello"),
-                },
+                Message::SendPacket { dst: K2, packet: Bytes::from_static(b"hello") },
                 cat(&[&hdr(0x04, 37), &K2, b"hello"]),
             ),
-            (
-                Message::RecvPacket {
-                    src: K1,
-                    packet: Bytes::from_static(b"hi"),
-                },
-                cat(&[&hdr(0x05, 34), &K1, b"hi"]),
-            ),
+            (Message::RecvPacket { src: K1, packet: Bytes::from_static(b"hi") }, cat(&[&hdr(0x05, 34), &K1, b"hi"])),
             (Message::KeepAlive, hdr(0x06, 0)),
+            (Message::NotePreferred { preferred: true }, cat(&[&hdr(0x07, 1), &[1]])),
+            (Message::NotePreferred { preferred: false }, cat(&[&hdr(0x07, 1), &[0]])),
+            (Message::PeerGone { key: K2, reason: PeerGoneReason::Disconnected }, cat(&[&hdr(0x08, 33), &K2, &[0]])),
+            (Message::PeerGone { key: K2, reason: PeerGoneReason::NotHere }, cat(&[&hdr(0x08, 33), &K2, &[1]])),
             (
-                Message::NotePreferred { preferred: true },
-                cat(&[&hdr(0x07, 1), &[1]]),
-            ),
-            (
-                Message::NotePreferred { preferred: false },
-                cat(&[&hdr(0x07, 1), &[0]]),
-            ),
-            (
-                Message::PeerGone {
-                    key: K2,
-                    reason: PeerGoneReason::Disconnected,
-                },
-                cat(&[&hdr(0x08, 33), &K2, &[0]]),
-            ),
-            (
-                Message::PeerGone {
-                    key: K2,
-                    reason: PeerGoneReason::NotHere,
-                },
-                cat(&[&hdr(0x08, 33), &K2, &[1]]),
-            ),
-            (
-                Message::PeerPresent {
-                    key: K1,
-                    endpoint: Some(([9; 16], 0x1234)),
-                    flags: Some(0x01),
-                },
+                Message::PeerPresent { key: K1, endpoint: Some(([9; 16], 0x1234)), flags: Some(0x01) },
                 cat(&[&hdr(0x09, 51), &K1, &[9; 16], &[0x12, 0x34], &[0x01]]),
             ),
             (
-                Message::ForwardPacket {
-                    src: K1,
-                    dst: K2,
-                    packet: Bytes::from_static(b"x"),
-                },
+                Message::ForwardPacket { src: K1, dst: K2, packet: Bytes::from_static(b"x") },
                 cat(&[&hdr(0x0a, 65), &K1, &K2, b"x"]),
             ),
             (Message::WatchConns, hdr(0x10, 0)),
             (Message::ClosePeer { key: K1 }, cat(&[&hdr(0x11, 32), &K1])),
+            (Message::Ping { data: *b"pingdata" }, cat(&[&hdr(0x12, 8), b"pingdata"])),
+            (Message::Pong { data: *b"pongdata" }, cat(&[&hdr(0x13, 8), b"pongdata"])),
+            (Message::Health { problem: Bytes::from_static(b"bad") }, cat(&[&hdr(0x14, 3), b"bad"])),
             (
-                Message::Ping { data: *b"pingdata" },
-                cat(&[&hdr(0x12, 8), b"pingdata"]),
-            ),
-            (
-                Message::Pong { data: *b"pongdata" },
-                cat(&[&hdr(0x13, 8), b"pongdata"]),
-            ),
-            (
-                Message::Health {
-                    problem: Bytes::from_static(b"bad"),
-                },
-                cat(&[&hdr(0x14, 3), b"bad"]),
-            ),
-            (
-                Message::Restarting {
-                    reconnect_in_ms: 1000,
-                    try_for_ms: 0x0102_0304,
-                },
+                Message::Restarting { reconnect_in_ms: 1000, try_for_ms: 0x0102_0304 },
                 cat(&[&hdr(0x15, 8), &[0, 0, 0x03, 0xe8], &[1, 2, 3, 4]]),
             ),
         ]
@@ -537,10 +432,7 @@ mod tests {
         let msg = Message::parse(FrameType::Ping, Bytes::from_static(b"0123456789abcdef")).unwrap();
         assert_eq!(msg, Message::Ping { data: *b"01234567" });
         let err = Message::parse(FrameType::Ping, Bytes::from_static(b"0123456")).unwrap_err();
-        assert!(
-            matches!(err, DerpError::FrameTooShort { len: 7, min: 8, .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, DerpError::FrameTooShort { len: 7, min: 8, .. }), "{err:?}");
     }
 
     #[test]
@@ -562,10 +454,7 @@ mod tests {
         ];
         for &(t, min) in cases {
             let err = Message::parse(t, Bytes::from(vec![0u8; min - 1])).unwrap_err();
-            assert!(
-                matches!(err, DerpError::FrameTooShort { min: m, .. } if m == min),
-                "{t}: {err:?}"
-            );
+            assert!(matches!(err, DerpError::FrameTooShort { min: m, .. } if m == min), "{t}: {err:?}");
         }
     }
 
@@ -579,10 +468,7 @@ mod tests {
             Message::ServerKey { key: K1 }
         );
         body[0] = b'X';
-        assert!(matches!(
-            Message::parse(FrameType::ServerKey, Bytes::from(body)),
-            Err(DerpError::BadMagic)
-        ));
+        assert!(matches!(Message::parse(FrameType::ServerKey, Bytes::from(body)), Err(DerpError::BadMagic)));
     }
 
     #[test]
@@ -603,11 +489,7 @@ mod tests {
         let body = cat(&[&K1, &[5; 24], b"the box"]);
         assert_eq!(
             Message::parse(FrameType::ClientInfo, Bytes::from(body)).unwrap(),
-            Message::ClientInfo {
-                key: K1,
-                nonce: [5; 24],
-                sealed: Bytes::from_static(b"the box")
-            }
+            Message::ClientInfo { key: K1, nonce: [5; 24], sealed: Bytes::from_static(b"the box") }
         );
     }
 
@@ -620,35 +502,11 @@ mod tests {
     #[test]
     fn old_server_short_forms_parse() {
         let m = Message::parse(FrameType::PeerGone, Bytes::from(K1.to_vec())).unwrap();
-        assert_eq!(
-            m,
-            Message::PeerGone {
-                key: K1,
-                reason: PeerGoneReason::Disconnected
-            }
-        );
+        assert_eq!(m, Message::PeerGone { key: K1, reason: PeerGoneReason::Disconnected });
         let m = Message::parse(FrameType::PeerPresent, Bytes::from(K1.to_vec())).unwrap();
-        assert_eq!(
-            m,
-            Message::PeerPresent {
-                key: K1,
-                endpoint: None,
-                flags: None
-            }
-        );
-        let m = Message::parse(
-            FrameType::PeerPresent,
-            Bytes::from(cat(&[&K1, &[1; 16], &[0, 80]])),
-        )
-        .unwrap();
-        assert_eq!(
-            m,
-            Message::PeerPresent {
-                key: K1,
-                endpoint: Some(([1; 16], 80)),
-                flags: None
-            }
-        );
+        assert_eq!(m, Message::PeerPresent { key: K1, endpoint: None, flags: None });
+        let m = Message::parse(FrameType::PeerPresent, Bytes::from(cat(&[&K1, &[1; 16], &[0, 80]]))).unwrap();
+        assert_eq!(m, Message::PeerPresent { key: K1, endpoint: Some(([1; 16], 80)), flags: None });
     }
 
     #[test]
@@ -670,18 +528,9 @@ mod tests {
 
     #[test]
     fn encoder_refuses_what_the_decoder_would_reject() {
-        let ok = Message::RecvPacket {
-            src: K1,
-            packet: Bytes::from(vec![0; MAX_PACKET_SIZE]),
-        };
+        let ok = Message::RecvPacket { src: K1, packet: Bytes::from(vec![0; MAX_PACKET_SIZE]) };
         assert!(ok.to_bytes().is_ok());
-        let too_big = Message::RecvPacket {
-            src: K1,
-            packet: Bytes::from(vec![0; MAX_PACKET_SIZE + 1]),
-        };
-        assert!(matches!(
-            too_big.to_bytes(),
-            Err(DerpError::FrameTooLarge { .. })
-        ));
+        let too_big = Message::RecvPacket { src: K1, packet: Bytes::from(vec![0; MAX_PACKET_SIZE + 1]) };
+        assert!(matches!(too_big.to_bytes(), Err(DerpError::FrameTooLarge { .. })));
     }
 }

@@ -37,8 +37,7 @@ pub type DerpResponse = Response<Full<Bytes>>;
 pub const UPGRADE_REQUIRED_BODY: &str = "DERP requires connection upgrade";
 
 /// `Cache-Control` of `/generate_204`, as Go's derper sends it.
-pub const GENERATE_204_CACHE_CONTROL: &str =
-    "no-cache, no-store, must-revalidate, no-transform, max-age=0";
+pub const GENERATE_204_CACHE_CONTROL: &str = "no-cache, no-store, must-revalidate, no-transform, max-age=0";
 
 const DERP_VERSION: HeaderName = HeaderName::from_static("derp-version");
 const DERP_PUBLIC_KEY: HeaderName = HeaderName::from_static("derp-public-key");
@@ -52,25 +51,14 @@ fn response(status: StatusCode, body: &'static str) -> DerpResponse {
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
     if !body.is_empty() {
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     }
     resp
 }
 
 /// Comma-separated tokens of every instance of header `name`, trimmed.
-fn header_tokens<'a>(
-    headers: &'a HeaderMap,
-    name: &'a HeaderName,
-) -> impl Iterator<Item = &'a str> + 'a {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+fn header_tokens<'a>(headers: &'a HeaderMap, name: &'a HeaderName) -> impl Iterator<Item = &'a str> + 'a {
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -96,9 +84,7 @@ pub fn handle_derp_upgrade<B>(server: Arc<DerpServer>, mut req: Request<B>) -> D
         return response(StatusCode::UPGRADE_REQUIRED, UPGRADE_REQUIRED_BODY);
     }
     let ws_derp = !derp && has_token(headers, &header::SEC_WEBSOCKET_PROTOCOL, "derp");
-    let ws_key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| k.as_bytes().to_vec());
+    let ws_key = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec());
     if ws_derp && ws_key.is_none() {
         return response(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     }
@@ -115,10 +101,7 @@ pub fn handle_derp_upgrade<B>(server: Arc<DerpServer>, mut req: Request<B>) -> D
     match (ws_derp, ws_key) {
         (true, Some(key)) => {
             h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            h.insert(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static("derp"),
-            );
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("derp"));
             if let Ok(accept) = HeaderValue::try_from(derive_accept_key(&key)) {
                 h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
             }
@@ -127,15 +110,9 @@ pub fn handle_derp_upgrade<B>(server: Arc<DerpServer>, mut req: Request<B>) -> D
                     Ok(upgraded) => {
                         // One DERP frame plus WebSocket slack per message.
                         let max = MAX_FRAME_LEN as usize + HEADER_LEN;
-                        let config = WebSocketConfig::default()
-                            .max_message_size(Some(max))
-                            .max_frame_size(Some(max));
-                        let ws = WebSocketStream::from_raw_socket(
-                            TokioIo::new(upgraded),
-                            Role::Server,
-                            Some(config),
-                        )
-                        .await;
+                        let config = WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max));
+                        let ws =
+                            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
                         server.serve_connection(WebSocketByteStream::new(ws)).await;
                     }
                     Err(error) => tracing::debug!(%error, "DERP WebSocket upgrade failed"),
@@ -164,15 +141,11 @@ pub fn handle_derp_upgrade<B>(server: Arc<DerpServer>, mut req: Request<B>) -> D
 pub fn probe_response(method: &Method) -> DerpResponse {
     if method == Method::GET || method == Method::HEAD {
         let mut resp = response(StatusCode::OK, "");
-        resp.headers_mut().insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
+        resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         resp
     } else {
         let mut resp = response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         resp
     }
 }
@@ -180,8 +153,7 @@ pub fn probe_response(method: &Method) -> DerpResponse {
 fn valid_challenge(c: &str) -> bool {
     !c.is_empty()
         && c.len() <= MAX_CHALLENGE_LEN
-        && c.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && c.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// Answer `/generate_204` (captive-portal check): 204 with the no-cache `Cache-Control`, echoing
@@ -189,14 +161,8 @@ fn valid_challenge(c: &str) -> bool {
 pub fn generate_204<B>(req: &Request<B>) -> DerpResponse {
     let mut resp = response(StatusCode::NO_CONTENT, "");
     let h = resp.headers_mut();
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(GENERATE_204_CACHE_CONTROL),
-    );
-    let challenge = req
-        .headers()
-        .get(X_TAILSCALE_CHALLENGE)
-        .and_then(|v| v.to_str().ok());
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(GENERATE_204_CACHE_CONTROL));
+    let challenge = req.headers().get(X_TAILSCALE_CHALLENGE).and_then(|v| v.to_str().ok());
     if let Some(challenge) = challenge.filter(|c| valid_challenge(c))
         && let Ok(v) = HeaderValue::try_from(format!("response {challenge}"))
     {
@@ -225,15 +191,8 @@ mod tests {
     #[tokio::test]
     async fn derp_upgrade_headers_for_get_and_post_any_case() {
         let s = server();
-        for (method, up) in [
-            (Method::GET, "DERP"),
-            (Method::POST, "derp"),
-            (Method::POST, "Derp"),
-        ] {
-            let resp = handle_derp_upgrade(
-                s.clone(),
-                req(method, &[("Upgrade", up), ("Connection", "Upgrade")]),
-            );
+        for (method, up) in [(Method::GET, "DERP"), (Method::POST, "derp"), (Method::POST, "Derp")] {
+            let resp = handle_derp_upgrade(s.clone(), req(method, &[("Upgrade", up), ("Connection", "Upgrade")]));
             assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
             let h = resp.headers();
             assert_eq!(h["upgrade"], "DERP");
@@ -272,10 +231,7 @@ mod tests {
     async fn websocket_without_key_is_bad_request() {
         let resp = handle_derp_upgrade(
             server(),
-            req(
-                Method::GET,
-                &[("Upgrade", "websocket"), ("Sec-WebSocket-Protocol", "derp")],
-            ),
+            req(Method::GET, &[("Upgrade", "websocket"), ("Sec-WebSocket-Protocol", "derp")]),
         );
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     }
@@ -292,10 +248,7 @@ mod tests {
         for headers in [&[][..], &[("Upgrade", "h2c")][..]] {
             let resp = handle_derp_upgrade(server(), req(Method::GET, headers));
             assert_eq!(resp.status(), StatusCode::UPGRADE_REQUIRED);
-            let body = http_body_util::BodyExt::collect(resp.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
             assert_eq!(&body[..], UPGRADE_REQUIRED_BODY.as_bytes());
         }
     }
@@ -326,20 +279,11 @@ mod tests {
         assert!(plain.headers().get("x-tailscale-response").is_none());
 
         let with = |c: &str| {
-            let r = Request::builder()
-                .header("X-Tailscale-Challenge", c)
-                .body(())
-                .unwrap();
-            generate_204(&r)
-                .headers()
-                .get("x-tailscale-response")
-                .cloned()
+            let r = Request::builder().header("X-Tailscale-Challenge", c).body(()).unwrap();
+            generate_204(&r).headers().get("x-tailscale-response").cloned()
         };
         assert_eq!(with("abc.DEF_1:2-3").unwrap(), "response abc.DEF_1:2-3");
-        assert_eq!(
-            with(&"a".repeat(64)).unwrap(),
-            format!("response {}", "a".repeat(64)).as_str()
-        );
+        assert_eq!(with(&"a".repeat(64)).unwrap(), format!("response {}", "a".repeat(64)).as_str());
         assert!(with(&"a".repeat(65)).is_none());
         assert!(with("has space").is_none());
         assert!(with("semi;colon").is_none());

@@ -24,11 +24,7 @@ pub struct WebSocketByteStream<S> {
 impl<S> WebSocketByteStream<S> {
     /// Wrap an established WebSocket (either role).
     pub fn new(inner: WebSocketStream<S>) -> Self {
-        Self {
-            inner,
-            pending: Bytes::new(),
-            eof: false,
-        }
+        Self { inner, pending: Bytes::new(), eof: false }
     }
 }
 
@@ -43,11 +39,7 @@ impl<S> AsyncRead for WebSocketByteStream<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
             if !this.pending.is_empty() {
@@ -73,28 +65,18 @@ impl<S> AsyncWrite for WebSocketByteStream<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(Pin::new(&mut this.inner).poll_ready(cx)).map_err(to_io)?;
-        Pin::new(&mut this.inner)
-            .start_send(Message::Binary(Bytes::copy_from_slice(data)))
-            .map_err(to_io)?;
+        Pin::new(&mut this.inner).start_send(Message::Binary(Bytes::copy_from_slice(data))).map_err(to_io)?;
         Poll::Ready(Ok(data.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner)
-            .poll_flush(cx)
-            .map_err(to_io)
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx).map_err(to_io)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner)
-            .poll_close(cx)
-            .map_err(to_io)
+        Pin::new(&mut self.get_mut().inner).poll_close(cx).map_err(to_io)
     }
 }

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
-use tokio::io::{
-    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
 use tokio::time::{Instant, timeout};
 
 use super::DerpServer;
@@ -58,10 +56,7 @@ where
     let mut reader = Reader {
         server,
         conn: &conn,
-        not_here: TokenBucket::new(
-            server.config.not_here_interval,
-            server.config.not_here_burst,
-        ),
+        not_here: TokenBucket::new(server.config.not_here_interval, server.config.not_here_burst),
     };
     tokio::select! {
         r = reader.run(&mut rd, &mut buf, &mut decoder) => r,
@@ -93,10 +88,7 @@ where
     let frame = frame.ok_or(DerpError::ClosedDuringHandshake)?;
     let got = frame.frame_type;
     let Message::ClientInfo { key, nonce, sealed } = frame.parse()? else {
-        return Err(DerpError::UnexpectedFrame {
-            expected: FrameType::ClientInfo,
-            got,
-        });
+        return Err(DerpError::UnexpectedFrame { expected: FrameType::ClientInfo, got });
     };
     let info = open_client_info(&server.secret, &key, &nonce, &sealed)?;
     if info.mesh_key.is_some() {
@@ -114,12 +106,7 @@ async fn with_deadline<T>(
     stage: &'static str,
     fut: impl Future<Output = Result<T, DerpError>>,
 ) -> Result<T, DerpError> {
-    timeout(deadline, fut)
-        .await
-        .unwrap_or(Err(DerpError::HandshakeTimeout {
-            stage,
-            timeout: deadline,
-        }))
+    timeout(deadline, fut).await.unwrap_or(Err(DerpError::HandshakeTimeout { stage, timeout: deadline }))
 }
 
 /// Read until the decoder yields a frame; `None` at end of stream.
@@ -156,10 +143,7 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     }
 }
 
-async fn flush<W: AsyncWrite + Unpin>(
-    server: &DerpServer,
-    wr: &mut BufWriter<W>,
-) -> Result<(), DerpError> {
+async fn flush<W: AsyncWrite + Unpin>(server: &DerpServer, wr: &mut BufWriter<W>) -> Result<(), DerpError> {
     let limit = server.config.write_timeout;
     match timeout(limit, wr.flush()).await {
         Ok(r) => Ok(r?),
@@ -194,8 +178,7 @@ impl Drop for Registration<'_> {
         add(&self.server.stats.packets_dropped, discarded);
         dec(&self.server.stats.clients_connected);
         for peer in to_tell {
-            peer.outbox
-                .push_peer_gone(key, PeerGoneReason::Disconnected);
+            peer.outbox.push_peer_gone(key, PeerGoneReason::Disconnected);
         }
     }
 }
@@ -237,9 +220,7 @@ impl Reader<'_> {
                     self.conn.outbox.push_pong(data);
                 }
             }
-            frame_type @ (FrameType::ForwardPacket
-            | FrameType::WatchConns
-            | FrameType::ClosePeer) => {
+            frame_type @ (FrameType::ForwardPacket | FrameType::WatchConns | FrameType::ClosePeer) => {
                 return Err(DerpError::MeshFrameForbidden { frame_type });
             }
             // Pong, KeepAlive and server-to-client types are ignored, as the Go server does.
@@ -263,9 +244,7 @@ impl Reader<'_> {
             inc(&stats.packets_dropped);
             inc(&stats.packets_dropped_unknown_dest);
             if self.not_here.allow(Instant::now().into_std()) {
-                self.conn
-                    .outbox
-                    .push_peer_gone(dst, PeerGoneReason::NotHere);
+                self.conn.outbox.push_peer_gone(dst, PeerGoneReason::NotHere);
             }
             return;
         };
@@ -290,11 +269,7 @@ impl Reader<'_> {
 fn keepalive_delay(server: &DerpServer) -> Duration {
     let cfg = &server.config;
     let jitter_ms = u64::try_from(cfg.keepalive_jitter.as_millis()).unwrap_or(u64::MAX);
-    let jitter = if jitter_ms == 0 {
-        0
-    } else {
-        rand::thread_rng().gen_range(0..=jitter_ms)
-    };
+    let jitter = if jitter_ms == 0 { 0 } else { rand::thread_rng().gen_range(0..=jitter_ms) };
     cfg.keepalive_interval + Duration::from_millis(jitter)
 }
 
@@ -318,11 +293,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 Outgoing::PeerGone(key, reason) => {
                     scratch.clear();
-                    Message::PeerGone {
-                        key: *key,
-                        reason: *reason,
-                    }
-                    .encode(&mut scratch)?;
+                    Message::PeerGone { key: *key, reason: *reason }.encode(&mut scratch)?;
                     &scratch
                 }
             };

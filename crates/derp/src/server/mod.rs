@@ -134,11 +134,7 @@ impl DerpServer {
     }
 
     /// A server with explicit tunables.
-    pub fn with_config(
-        private_key: [u8; 32],
-        admission: Arc<dyn ClientAdmission>,
-        config: DerpConfig,
-    ) -> Self {
+    pub fn with_config(private_key: [u8; 32], admission: Arc<dyn ClientAdmission>, config: DerpConfig) -> Self {
         let secret = SecretKey::from(private_key);
         let public = crypto::public_key(&secret);
         Self {

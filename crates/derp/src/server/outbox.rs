@@ -83,21 +83,13 @@ impl Outbox {
         if st.closed {
             return Pushed::Closed;
         }
-        let dropped = if disco {
-            st.disco.push(frame)
-        } else {
-            st.data.push(frame)
-        };
+        let dropped = if disco { st.disco.push(frame) } else { st.data.push(frame) };
         if !dropped {
             st.queued_packets += 1;
         }
         drop(st);
         self.notify.notify_one();
-        if dropped {
-            Pushed::DroppedOldest
-        } else {
-            Pushed::Queued
-        }
+        if dropped { Pushed::DroppedOldest } else { Pushed::Queued }
     }
 
     /// Queue a Pong unless one is already waiting. Returns whether it was queued.
@@ -169,10 +161,7 @@ mod tests {
         assert_eq!(o.push_packet(b(1), false), Pushed::Queued);
         assert_eq!(o.push_packet(b(2), true), Pushed::Queued);
         assert!(o.push_peer_gone([9; 32], PeerGoneReason::NotHere));
-        assert_eq!(
-            o.pop(),
-            Some(Outgoing::PeerGone([9; 32], PeerGoneReason::NotHere))
-        );
+        assert_eq!(o.pop(), Some(Outgoing::PeerGone([9; 32], PeerGoneReason::NotHere)));
         assert_eq!(o.pop(), Some(Outgoing::Frame(b(2))));
         assert_eq!(o.pop(), Some(Outgoing::Frame(b(1))));
         assert_eq!(o.pop(), None);
@@ -184,11 +173,7 @@ mod tests {
         for i in 0..5 {
             o.push_packet(b(i), false);
         }
-        assert_eq!(
-            o.push_packet(b(100), true),
-            Pushed::Queued,
-            "disco queue is separate"
-        );
+        assert_eq!(o.push_packet(b(100), true), Pushed::Queued, "disco queue is separate");
         assert_eq!(o.pop(), Some(Outgoing::Frame(b(100))));
         assert_eq!(o.pop(), Some(Outgoing::Frame(b(3))));
         assert_eq!(o.pop(), Some(Outgoing::Frame(b(4))));

@@ -15,10 +15,7 @@ impl<T> DropOldestQueue<T> {
     /// An empty queue holding at most `capacity` items (at least one).
     pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self {
-            items: VecDeque::with_capacity(capacity),
-            capacity,
-        }
+        Self { items: VecDeque::with_capacity(capacity), capacity }
     }
 
     /// Append `item`; returns `true` if the oldest item had to be dropped to make room.
@@ -59,17 +56,8 @@ impl TokenBucket {
     pub(crate) fn new(interval: Duration, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
         let secs = interval.as_secs_f64();
-        let per_second = if secs > 0.0 {
-            1.0 / secs
-        } else {
-            f64::INFINITY
-        };
-        Self {
-            burst,
-            per_second,
-            tokens: burst,
-            last: None,
-        }
+        let per_second = if secs > 0.0 { 1.0 / secs } else { f64::INFINITY };
+        Self { burst, per_second, tokens: burst, last: None }
     }
 
     /// Take a token at time `now` if one is available.
@@ -101,10 +89,7 @@ mod tests {
         assert!(q.push(4));
         assert!(q.push(5));
         assert_eq!(q.len(), 3);
-        assert_eq!(
-            (q.pop(), q.pop(), q.pop(), q.pop()),
-            (Some(3), Some(4), Some(5), None)
-        );
+        assert_eq!((q.pop(), q.pop(), q.pop(), q.pop()), (Some(3), Some(4), Some(5), None));
     }
 
     #[test]

@@ -22,12 +22,7 @@ pub(crate) struct ConnHandle {
 
 impl ConnHandle {
     pub(crate) fn new(id: u64, key: Key, depth: usize) -> Self {
-        Self {
-            id,
-            key,
-            outbox: Outbox::new(depth),
-            preferred: AtomicBool::new(false),
-        }
+        Self { id, key, outbox: Outbox::new(depth), preferred: AtomicBool::new(false) }
     }
 }
 
@@ -76,9 +71,7 @@ impl Registry {
         let Some(dsts) = self.sent_to.remove(key) else {
             return Vec::new();
         };
-        dsts.iter()
-            .filter_map(|dst| self.active(dst).cloned())
-            .collect()
+        dsts.iter().filter_map(|dst| self.active(dst).cloned()).collect()
     }
 }
 

@@ -37,11 +37,7 @@ pub fn public(seed: u8) -> [u8; 32] {
     secret(seed).public_key().to_bytes()
 }
 
-pub async fn write_raw<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    frame_type: u8,
-    body: &[u8],
-) -> io::Result<()> {
+pub async fn write_raw<S: AsyncWrite + Unpin>(io: &mut S, frame_type: u8, body: &[u8]) -> io::Result<()> {
     let mut frame = vec![frame_type];
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(body);
@@ -76,9 +72,8 @@ pub async fn send_client_info<S: AsyncWrite + Unpin>(
     json: &[u8],
 ) {
     let nonce = [0x42u8; 24];
-    let sealed = SalsaBox::new(&PublicKey::from(server_key), secret)
-        .encrypt(GenericArray::from_slice(&nonce), json)
-        .unwrap();
+    let sealed =
+        SalsaBox::new(&PublicKey::from(server_key), secret).encrypt(GenericArray::from_slice(&nonce), json).unwrap();
     let mut body = secret.public_key().to_bytes().to_vec();
     body.extend_from_slice(&nonce);
     body.extend_from_slice(&sealed);
@@ -86,11 +81,7 @@ pub async fn send_client_info<S: AsyncWrite + Unpin>(
 }
 
 /// Open a ServerInfo body and return its JSON.
-pub fn open_server_info(
-    secret: &SecretKey,
-    server_key: [u8; 32],
-    body: &[u8],
-) -> serde_json::Value {
+pub fn open_server_info(secret: &SecretKey, server_key: [u8; 32], body: &[u8]) -> serde_json::Value {
     assert!(body.len() >= 24 + 16, "ServerInfo too short");
     let plain = SalsaBox::new(&PublicKey::from(server_key), secret)
         .decrypt(GenericArray::from_slice(&body[..24]), &body[24..])
@@ -123,12 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TestClient<S> {
         let info = open_server_info(&secret, server_key, &body);
         assert_eq!(info, serde_json::json!({"version": 2}));
         let key = secret.public_key().to_bytes();
-        Self {
-            io,
-            secret,
-            key,
-            server_key,
-        }
+        Self { io, secret, key, server_key }
     }
 
     pub async fn send_packet(&mut self, dst: [u8; 32], payload: &[u8]) {
