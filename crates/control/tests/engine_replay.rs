@@ -1,7 +1,9 @@
 //! The incremental engine against the naive path: random sequences of joins, deletions, tag changes, endpoint
-//! updates and policy changes are applied while every node streams its map; after each step, the view each session
-//! rebuilt from the deltas it received (peers, their endpoints and online state, packet filter) equals a fresh full
-//! map computed from scratch for that node.
+//! updates, advertised and approved subnet routes and policy changes are applied while every node streams its map;
+//! after each step, the view each session rebuilt from the deltas it received (peers with their endpoints, online
+//! state, allowed IPs and primary routes; packet filter) equals a fresh full map computed from scratch for that node.
+//! Route changes take the engine's recompiling path (the policy is compiled again and every session's view is
+//! compared), the other node changes its in-place path.
 
 use http_body_util::BodyExt;
 use rand::rngs::StdRng;
@@ -19,24 +21,40 @@ use tailwarden_wire::{AuthInfo, DerpMap, Hostinfo, MachineKey, MapRequest, NodeK
 
 const T: TenantId = TenantId::DEFAULT;
 
+/// What a client knows of one peer.
+#[derive(Debug, PartialEq)]
+struct Peer {
+    endpoints: Value,
+    online: Value,
+    allowed_ips: Value,
+    primary_routes: Value,
+}
+
+impl Peer {
+    fn from_node(p: &Value) -> Peer {
+        Peer {
+            endpoints: p["Endpoints"].clone(),
+            online: p["Online"].clone(),
+            allowed_ips: p["AllowedIPs"].clone(),
+            primary_routes: p["PrimaryRoutes"].clone(),
+        }
+    }
+}
+
 /// What a client knows, rebuilt from the messages it received.
 #[derive(Debug, Default, PartialEq)]
 struct View {
-    /// Peer id → (endpoints, online).
-    peers: BTreeMap<i64, (Value, Value)>,
+    peers: BTreeMap<i64, Peer>,
     filter: Value,
 }
 
 impl View {
     fn apply(&mut self, msg: &Value) {
         if let Some(peers) = msg["Peers"].as_array() {
-            self.peers = peers
-                .iter()
-                .map(|p| (p["ID"].as_i64().unwrap(), (p["Endpoints"].clone(), p["Online"].clone())))
-                .collect();
+            self.peers = peers.iter().map(|p| (p["ID"].as_i64().unwrap(), Peer::from_node(p))).collect();
         }
         for p in msg["PeersChanged"].as_array().into_iter().flatten() {
-            self.peers.insert(p["ID"].as_i64().unwrap(), (p["Endpoints"].clone(), p["Online"].clone()));
+            self.peers.insert(p["ID"].as_i64().unwrap(), Peer::from_node(p));
         }
         for id in msg["PeersRemoved"].as_array().into_iter().flatten() {
             self.peers.remove(&id.as_i64().unwrap());
@@ -44,10 +62,10 @@ impl View {
         for p in msg["PeersChangedPatch"].as_array().into_iter().flatten() {
             if let Some(peer) = self.peers.get_mut(&p["NodeID"].as_i64().unwrap()) {
                 if p.get("Endpoints").is_some() {
-                    peer.0 = p["Endpoints"].clone();
+                    peer.endpoints = p["Endpoints"].clone();
                 }
                 if p.get("Online").is_some() {
-                    peer.1 = p["Online"].clone();
+                    peer.online = p["Online"].clone();
                 }
             }
         }
@@ -113,19 +131,25 @@ async fn full_view(control: &Arc<Control>, machine: MachineKey, node: NodeKey) -
     view
 }
 
+/// Subnet routes nodes advertise and get approved, out of which the policies grant some.
+const ROUTES: &[&str] = &["10.1.0.0/24", "10.1.1.0/24", "10.2.0.0/24"];
+
 const POLICIES: &[&str] = &[
     r#"{"tagOwners": {"tag:web": ["u0@"], "tag:db": ["u0@"]},
         "acls": [{"action": "accept", "src": ["u1@", "u2@"], "dst": ["tag:web:80"]},
                  {"action": "accept", "src": ["tag:web"], "dst": ["tag:db:5432"]},
+                 {"action": "accept", "src": ["u2@"], "dst": ["10.1.0.0/16:*"]},
                  {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]}]}"#,
     r#"{"tagOwners": {"tag:web": ["u0@"], "tag:db": ["u0@"]},
-        "acls": [{"action": "accept", "src": ["*"], "dst": ["tag:web:*"]}]}"#,
+        "acls": [{"action": "accept", "src": ["*"], "dst": ["tag:web:*"]},
+                 {"action": "accept", "src": ["tag:db"], "dst": ["10.2.0.0/24:443"]}]}"#,
     r#"{"tagOwners": {"tag:web": ["u0@"], "tag:db": ["u0@"]},
         "acls": [{"action": "accept", "src": ["u0@", "tag:db"], "dst": ["u1@:22", "u2@:*"]}]}"#,
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deltas_rebuild_exactly_the_full_map() {
+    let mut routed_peers = 0;
     for seed in 0..3u64 {
         let mut settings = Settings::for_tests(DerpMap::default());
         settings.map_coalesce_window = Duration::from_millis(20 * seed);
@@ -146,8 +170,8 @@ async fn deltas_rebuild_exactly_the_full_map() {
         // Live nodes: (id, machine, node key, session).
         let mut nodes: Vec<(NodeId, MachineKey, NodeKey, Session)> = Vec::new();
         let mut next = 0;
-        for step in 0..40 {
-            match rng.gen_range(0..7) {
+        for step in 0..60 {
+            match rng.gen_range(0..9) {
                 0 | 1 if nodes.len() < 10 => {
                     let (machine, node) = (MachineKey(rand::random()), NodeKey(rand::random()));
                     let req = RegisterRequest {
@@ -192,17 +216,40 @@ async fn deltas_rebuild_exactly_the_full_map() {
                 5 => {
                     control.set_policy(T, POLICIES[rng.gen_range(0..POLICIES.len())]).await.unwrap();
                 }
+                6 if !nodes.is_empty() => {
+                    let (id, machine, node, _) = &nodes[rng.gen_range(0..nodes.len())];
+                    let routes: Vec<String> =
+                        ROUTES.iter().filter(|_| rng.gen_bool(0.5)).map(|r| r.to_string()).collect();
+                    let hostname = format!("router-{}", id.0);
+                    let req = MapRequest {
+                        version: 130,
+                        node_key: *node,
+                        omit_peers: true,
+                        hostinfo: Some(Hostinfo { hostname, routable_ips: routes, ..Default::default() }),
+                        ..Default::default()
+                    };
+                    control.map(*machine, req).await;
+                }
+                7 if !nodes.is_empty() => {
+                    let id = nodes[rng.gen_range(0..nodes.len())].0;
+                    let routes: Vec<String> =
+                        ROUTES.iter().filter(|_| rng.gen_bool(0.6)).map(|r| r.to_string()).collect();
+                    control.approve_routes(T, id, &routes).await.unwrap();
+                }
                 _ => continue,
             }
             // Let the coalescing window pass and the sessions read what was sent.
             tokio::time::sleep(Duration::from_millis(20 * seed + 60)).await;
             for (id, machine, node, session) in &nodes {
                 let want = full_view(&control, *machine, *node).await;
+                routed_peers +=
+                    want.peers.values().filter(|p| p.primary_routes.as_array().is_some_and(|r| !r.is_empty())).count();
                 let got = session.view.lock().unwrap();
                 assert_eq!(*got, want, "seed {seed} step {step}: node {id}");
             }
         }
     }
+    assert!(routed_peers > 20, "the sequences hardly showed a peer routing a subnet: {routed_peers} times");
 }
 
 /// A session whose client stops reading must not hold up the others, and when it reads again it gets one fresh full
@@ -253,7 +300,7 @@ async fn a_session_that_falls_behind_catches_up_with_one_full_map() {
     }
     let latest = serde_json::json!([endpoint(changes)]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while live.view.lock().unwrap().peers.get(&changer).map(|p| &p.0) != Some(&latest) {
+    while live.view.lock().unwrap().peers.get(&changer).map(|p| &p.endpoints) != Some(&latest) {
         assert!(tokio::time::Instant::now() < deadline, "the reading session never got the last change");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
