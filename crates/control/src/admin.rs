@@ -393,6 +393,8 @@ mod tests {
     async fn admin_changes_reach_connected_peers() {
         let (control, n1, n2) = setup().await;
         let tailnet = control.tailnet(T).await.unwrap();
+        // Online, so it can be elected primary router for the route it advertises.
+        let (_router, _) = tailnet.open_session(n1, Compression::None, control.settings()).unwrap();
         let (mut session, _first) = tailnet.open_session(n2, Compression::None, control.settings()).unwrap();
 
         control.approve_routes(T, n1, &["10.0.0.0/24".into()]).await.unwrap();

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use tailwarden_store::UserRecord;
-use tailwarden_types::UserId;
+use tailwarden_types::{NodeId, UserId};
 use tailwarden_wire::{DebugSettings, DnsConfig, DnsResolver, MapResponse, Node, UserProfile};
 use time::OffsetDateTime;
 
@@ -36,8 +36,16 @@ pub(crate) fn fqdn(given_name: &str, settings: &Settings) -> String {
     }
 }
 
-/// Renders a node as its peers (or, with `is_self`, the node itself) see it.
-pub(crate) fn node(entry: &NodeEntry, settings: &Settings, is_self: bool, now: OffsetDateTime) -> Node {
+/// Renders a node as its peers (or, with `is_self`, the node itself) see it. Of its subnet routes, only those it is
+/// the primary router for (`primaries`, prefix → router) are in its `AllowedIPs` and `PrimaryRoutes`: with two
+/// routers for one subnet, clients send to one of them. Exit routes are always in `AllowedIPs`.
+pub(crate) fn node(
+    entry: &NodeEntry,
+    settings: &Settings,
+    is_self: bool,
+    now: OffsetDateTime,
+    primaries: &BTreeMap<IpNet, NodeId>,
+) -> Node {
     let r = &entry.record;
     let mut addresses: Vec<IpNet> = Vec::with_capacity(2);
     if let Some(v4) = r.ipv4 {
@@ -48,14 +56,12 @@ pub(crate) fn node(entry: &NodeEntry, settings: &Settings, is_self: bool, now: O
     }
     let mut allowed_ips = addresses.clone();
     let mut primary_routes = Vec::new();
-    for route in &r.approved_routes {
-        if let Ok(net) = route.parse::<IpNet>()
-            && entry.hostinfo.routable_ips.iter().any(|adv| adv == route)
-        {
+    for net in entry.served_routes() {
+        if net.prefix_len() == 0 {
             allowed_ips.push(net);
-            if net.prefix_len() != 0 {
-                primary_routes.push(net);
-            }
+        } else if primaries.get(&net) == Some(&r.id) {
+            allowed_ips.push(net);
+            primary_routes.push(net);
         }
     }
     let key_expiry = r.expiry_ms.and_then(ms_to_time);

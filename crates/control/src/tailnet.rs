@@ -10,6 +10,7 @@
 use crate::policy_view::{self, Impact, NodeGrants, PolicyView};
 use crate::render::{self, now_ms};
 use crate::{ControlError, Settings};
+use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +42,20 @@ pub(crate) struct NodeEntry {
 }
 
 impl NodeEntry {
+    /// The routes the node serves: approved by an administrator and advertised by the node (subnets and exit routes).
+    pub fn served_routes(&self) -> impl Iterator<Item = IpNet> + '_ {
+        self.record
+            .approved_routes
+            .iter()
+            .filter(|route| self.hostinfo.routable_ips.contains(route))
+            .filter_map(|route| route.parse::<IpNet>().ok())
+    }
+
+    /// Whether the node serves a subnet route, and so takes part in electing primary routers.
+    fn serves_subnets(&self) -> bool {
+        self.served_routes().any(|net| net.prefix_len() != 0)
+    }
+
     /// Parses the stored record. The store only holds values this server wrote, so a failure means outside
     /// damage: it is logged and the field treated as unset (a zero key never matches a client), rather than
     /// taking the whole tailnet down.
@@ -131,6 +146,8 @@ struct State {
     policy: PolicyView,
     /// The policy's source text, as `policy get` shows it.
     policy_text: String,
+    /// The primary router of each subnet route some online node serves (see [`elect_primaries`]).
+    primaries: BTreeMap<IpNet, NodeId>,
     /// Counts changes to `nodes` and `users`, what a compiled policy depends on: a policy compiled while checking
     /// it is applied as it is only if this has not moved since.
     revision: u64,
@@ -194,7 +211,8 @@ impl State {
         {
             return Some(r.json.clone());
         }
-        let json = bytes::Bytes::from(serde_json::to_vec(&render::node(entry, settings, false, now)).ok()?);
+        let json =
+            bytes::Bytes::from(serde_json::to_vec(&render::node(entry, settings, false, now, &self.primaries)).ok()?);
         self.rendered.insert(id, RenderedPeer { json: json.clone(), expired });
         Some(json)
     }
@@ -494,7 +512,9 @@ impl Tailnet {
         let mut msg = MapResponse::default();
         for (n, what) in last {
             match (what, st.nodes.get(&n)) {
-                (Last::Changed, Some(entry)) => msg.peers_changed.push(render::node(entry, settings, false, now)),
+                (Last::Changed, Some(entry)) => {
+                    msg.peers_changed.push(render::node(entry, settings, false, now, &st.primaries))
+                }
                 _ => msg.peers_removed.push(n.0),
             }
         }
@@ -506,7 +526,7 @@ impl Tailnet {
 
     /// The self node as its owner sees it, with the policy's node attributes.
     fn self_node(st: &State, entry: &NodeEntry, settings: &Settings, now: OffsetDateTime) -> Node {
-        let mut node = render::node(entry, settings, true, now);
+        let mut node = render::node(entry, settings, true, now, &st.primaries);
         node.cap_map.extend(st.policy.self_caps(entry.record.id));
         node
     }
@@ -628,11 +648,42 @@ impl Tailnet {
         self.changed(&mut st, settings);
     }
 
+    /// Elects primary routers again after a router came online, went offline, changed its routes or was deleted,
+    /// and sends every router whose primary routes changed, whole, to the sessions that see it (and its own session
+    /// its new self node). `except` is a node the caller sends whole anyway.
+    fn update_primaries(st: &mut State, except: Option<NodeId>) {
+        let elected = elect_primaries(&st.nodes, &st.primaries);
+        if elected == st.primaries {
+            return;
+        }
+        let mut changed: BTreeSet<NodeId> = BTreeSet::new();
+        for (net, id) in st.primaries.iter().chain(elected.iter()) {
+            if st.primaries.get(net) != elected.get(net) {
+                changed.insert(*id);
+            }
+        }
+        st.primaries = elected;
+        for id in changed {
+            if Some(id) == except || !st.nodes.contains_key(&id) {
+                continue;
+            }
+            st.rendered.remove(&id);
+            let viewers = st.policy.peers_of(id, &st.nodes);
+            Self::queue_event(st, &viewers, Event::Changed(id));
+            if st.sessions.contains_key(&id) {
+                st.pending.entry(id).or_default().self_changed = true;
+            }
+        }
+    }
+
     /// Works out what node `id`'s change means, after `st.nodes` holds its new state (`old`: its state before, `None`
     /// for a new node): the policy is updated in place, sessions that see it (before or after) get it whole or lose
     /// it, sessions whose filter may differ re-check it, and its own session gets its new peers and self node.
     fn node_updated(st: &mut State, id: NodeId, old: Option<&NodeEntry>) {
         let Some(new) = st.nodes.get(&id).cloned() else { return };
+        if new.serves_subnets() || old.is_some_and(NodeEntry::serves_subnets) {
+            Self::update_primaries(st, Some(id));
+        }
         let model = |e: &NodeEntry| {
             let mut n = policy_view::policy_node(e);
             n.name.clear();
@@ -692,6 +743,9 @@ impl Tailnet {
         let removed = st.take_node(id);
         if let Some(r) = &removed {
             st.by_key.remove(&r.node_key);
+            if r.serves_subnets() {
+                Self::update_primaries(&mut st, None);
+            }
         }
         st.sessions.remove(&id);
         st.pending.remove(&id);
@@ -778,7 +832,12 @@ impl Tailnet {
     ) -> Option<(SessionReceiver, FullMap)> {
         let now = OffsetDateTime::now_utc();
         let mut st = self.lock();
-        st.nodes.get(&id)?;
+        let entry = st.node_mut(id)?;
+        let was_online = std::mem::replace(&mut entry.online, true);
+        if !was_online && entry.serves_subnets() {
+            // Before the first map, so its self node already shows the routes it now carries.
+            Self::update_primaries(&mut st, None);
+        }
         st.next_session += 1;
         let session_id = st.next_session;
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
@@ -788,8 +847,6 @@ impl Tailnet {
         let NodeGrants { filter, ssh, .. } = grants;
         st.sessions.insert(id, SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), filter, ssh });
         st.pending.remove(&id);
-        let entry = st.node_mut(id)?;
-        let was_online = std::mem::replace(&mut entry.online, true);
         if !was_online {
             let patch = PeerChange { node_id: id.0, online: Some(true), ..Default::default() };
             let viewers = st.policy.peers_of(id, &st.nodes);
@@ -843,10 +900,14 @@ impl Tailnet {
         let entry = st.node_mut(id)?;
         entry.online = false;
         entry.record.last_seen_ms = Some(now);
+        let router = entry.serves_subnets();
         let patch =
             PeerChange { node_id: id.0, online: Some(false), last_seen: render::ms_to_time(now), ..Default::default() };
         let viewers = st.policy.peers_of(id, &st.nodes);
         Self::queue_event(&mut st, &viewers, Event::Patch(patch));
+        if router {
+            Self::update_primaries(&mut st, None);
+        }
         self.changed(&mut st, settings);
         Some(now)
     }
@@ -888,6 +949,30 @@ impl Tailnet {
             }
         }
     }
+}
+
+/// Elects the primary router of every subnet route an online node serves, as Headscale does: a primary that is still
+/// online and still serves the route stays (so routes do not flap between routers), otherwise the online router with
+/// the lowest id takes over. A route no online node serves has no primary. Exit routes are not elected: every exit
+/// node is offered.
+fn elect_primaries(nodes: &BTreeMap<NodeId, NodeEntry>, current: &BTreeMap<IpNet, NodeId>) -> BTreeMap<IpNet, NodeId> {
+    let mut elected: BTreeMap<IpNet, NodeId> = BTreeMap::new();
+    // `nodes` is in id order, so the first router seen for a route has the lowest id.
+    for (id, entry) in nodes.iter().filter(|(_, e)| e.online) {
+        for net in entry.served_routes().filter(|net| net.prefix_len() != 0) {
+            let incumbent = current.get(&net) == Some(id);
+            match elected.entry(net) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(*id);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) if incumbent => {
+                    o.insert(*id);
+                }
+                std::collections::btree_map::Entry::Occupied(_) => {}
+            }
+        }
+    }
+    elected
 }
 
 /// What only `after` holds and what only `before` holds, of two ascending lists without duplicates (a merge: peer
@@ -1024,7 +1109,8 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let me = st.nodes.get(&id)?;
         let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
-        let peers: Vec<Node> = grants.peers.iter().map(|p| render::node(&st.nodes[p], settings, false, now)).collect();
+        let peers: Vec<Node> =
+            grants.peers.iter().map(|p| render::node(&st.nodes[p], settings, false, now, &st.primaries)).collect();
         let users = peers.iter().map(|p| p.user).collect::<Vec<_>>();
         let mut msg =
             render::full_map(Tailnet::self_node(&st, me, settings, now), users, &grants, &st.users, settings, now);
@@ -1095,6 +1181,88 @@ mod tests {
             }
         }
         assert!(checked_peers > 1000, "the sequence kept tailnets too small to test the cache: {checked_peers} peers");
+    }
+
+    fn router(id: i64, routes: &[&str]) -> NodeRecord {
+        let mut r = record(id, None);
+        r.approved_routes = routes.iter().map(|s| s.to_string()).collect();
+        r.hostinfo = serde_json::json!({ "RoutableIPs": routes }).to_string();
+        r
+    }
+
+    #[test]
+    fn primary_routers_are_online_sticky_and_lowest_id_first() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let mut nodes = BTreeMap::new();
+        for (id, routes, online) in [
+            (1, &["10.0.0.0/24", "0.0.0.0/0"][..], false),
+            (2, &["10.0.0.0/24", "10.9.0.0/16"][..], true),
+            (3, &["10.0.0.0/24", "0.0.0.0/0"][..], true),
+        ] {
+            let mut entry = NodeEntry::from_record(router(id, routes));
+            entry.online = online;
+            nodes.insert(NodeId(id), entry);
+        }
+        let want =
+            |pairs: &[(&str, i64)]| pairs.iter().map(|(n, id)| (net(n), NodeId(*id))).collect::<BTreeMap<_, _>>();
+        // Node 1 is offline; exit routes are never elected.
+        let first = elect_primaries(&nodes, &BTreeMap::new());
+        assert_eq!(first, want(&[("10.0.0.0/24", 2), ("10.9.0.0/16", 2)]));
+        // A primary that is still online keeps its routes when a lower id comes online.
+        nodes.get_mut(&NodeId(1)).unwrap().online = true;
+        let current = want(&[("10.0.0.0/24", 3), ("10.9.0.0/16", 2)]);
+        assert_eq!(elect_primaries(&nodes, &current), current);
+        // Failover to the lowest online id; a route nobody online serves has no primary.
+        nodes.get_mut(&NodeId(2)).unwrap().online = false;
+        nodes.get_mut(&NodeId(3)).unwrap().online = false;
+        assert_eq!(elect_primaries(&nodes, &current), want(&[("10.0.0.0/24", 1)]));
+        // Approved but no longer advertised: not served.
+        nodes.get_mut(&NodeId(1)).unwrap().hostinfo.routable_ips.clear();
+        assert_eq!(elect_primaries(&nodes, &current), BTreeMap::new());
+    }
+
+    /// Two routers for one subnet: peers route through one; when it goes offline they are told to use the other,
+    /// and it keeps the route when the first comes back.
+    #[test]
+    fn a_subnet_fails_over_to_the_other_router_and_stays_there() {
+        let settings = Settings { map_coalesce_window: Duration::ZERO, ..Settings::for_tests(Default::default()) };
+        let tailnet = tailnet();
+        for node in [record(1, None), router(2, &["10.0.0.0/24"]), router(3, &["10.0.0.0/24"])] {
+            tailnet.upsert_node(node, SessionFields::FromRecord, &settings);
+        }
+        let (a, _) = tailnet.open_session(NodeId(2), Compression::None, &settings).unwrap();
+        let (_b, _) = tailnet.open_session(NodeId(3), Compression::None, &settings).unwrap();
+        let (mut viewer, first) = tailnet.open_session(NodeId(1), Compression::None, &settings).unwrap();
+        let routes_of = |peer: &serde_json::Value| (peer["AllowedIPs"].clone(), peer["PrimaryRoutes"].clone());
+        let addr = |id: u8| format!("100.64.0.{id}/32");
+        let serving = |id: u8| (serde_json::json!([addr(id), "10.0.0.0/24"]), serde_json::json!(["10.0.0.0/24"]));
+        let standing_by = |id: u8| (serde_json::json!([addr(id)]), serde_json::Value::Null);
+        let peers: Vec<serde_json::Value> = first.peers.iter().map(|p| serde_json::from_slice(p).unwrap()).collect();
+        assert_eq!(routes_of(&peers[0]), serving(2), "{}", peers[0]);
+        assert_eq!(routes_of(&peers[1]), standing_by(3), "{}", peers[1]);
+
+        // The pending messages the viewer has, merged: the last rendering of each peer.
+        let drain = |viewer: &mut SessionReceiver| {
+            let mut last = BTreeMap::new();
+            while let Ok(frame) = viewer.rx.try_recv() {
+                let msg: serde_json::Value = serde_json::from_slice(&frame[4..]).unwrap();
+                for p in msg["PeersChanged"].as_array().into_iter().flatten() {
+                    last.insert(p["ID"].as_i64().unwrap(), routes_of(p));
+                }
+            }
+            last
+        };
+        tailnet.close_session(NodeId(2), a.id, &settings);
+        let changed = drain(&mut viewer);
+        assert_eq!(changed.get(&2), Some(&standing_by(2)), "{changed:?}");
+        assert_eq!(changed.get(&3), Some(&serving(3)), "{changed:?}");
+
+        let (_a, _) = tailnet.open_session(NodeId(2), Compression::None, &settings).unwrap();
+        let changed = drain(&mut viewer);
+        assert!(!changed.contains_key(&3), "the new primary keeps the route: {changed:?}");
+        let full = cached_full_map(&tailnet, NodeId(1), &settings).unwrap();
+        assert_eq!(routes_of(&full["Peers"][1]), serving(3));
+        assert_eq!(routes_of(&full["Peers"][0]), standing_by(2));
     }
 
     /// A checked policy is applied with the compilation made while checking it, unless the tailnet changed in
