@@ -3,6 +3,7 @@
 use crate::NoiseError;
 use bytes::{Buf, BufMut, BytesMut};
 use chacha20poly1305::{AeadInPlace, ChaCha20Poly1305, KeyInit, Nonce};
+use std::ops::Deref;
 use ts_noise::core::{Role, Session};
 
 /// Largest record on the wire, header included.
@@ -58,12 +59,32 @@ impl RecordCodec {
 
     /// Appends `plaintext` to `out` as one or more records.
     pub fn seal(&mut self, plaintext: &[u8], out: &mut BytesMut) -> Result<(), NoiseError> {
-        for chunk in plaintext.chunks(MAX_PLAINTEXT) {
+        self.seal_parts(&[plaintext], out)
+    }
+
+    /// Appends the concatenation of `parts` to `out` as one or more records, filling each record before starting
+    /// the next: the same bytes `seal` writes for the concatenated parts, without building it.
+    pub fn seal_parts<P: Deref<Target = [u8]>>(&mut self, parts: &[P], out: &mut BytesMut) -> Result<(), NoiseError> {
+        let mut parts = parts.iter().map(|p| &**p).filter(|p| !p.is_empty());
+        let mut current = parts.next().unwrap_or_default();
+        while !current.is_empty() {
             let nonce = self.tx.next_nonce()?;
+            let header = out.len();
             out.put_u8(MSG_RECORD);
-            out.put_u16((chunk.len() + TAG) as u16);
+            out.put_u16(0);
             let start = out.len();
-            out.put_slice(chunk);
+            let mut room = MAX_PLAINTEXT;
+            while room > 0 && !current.is_empty() {
+                let n = current.len().min(room);
+                out.put_slice(&current[..n]);
+                current = &current[n..];
+                room -= n;
+                if current.is_empty() {
+                    current = parts.next().unwrap_or_default();
+                }
+            }
+            let len = (out.len() - start + TAG) as u16;
+            out[header + 1..start].copy_from_slice(&len.to_be_bytes());
             let tag = self
                 .tx
                 .cipher
@@ -178,6 +199,39 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn sealed_parts_are_full_records_tailscale_opens_to_their_concatenation(
+            parts in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..2 * MAX_PLAINTEXT), 0..5),
+        ) {
+            use tokio_util::codec::Decoder;
+            let k1 = chacha20poly1305::Key::from([1u8; 32]);
+            let k2 = chacha20poly1305::Key::from([2u8; 32]);
+            let mut ours = RecordCodec::from_session(Session {
+                initiator_to_responder: k1,
+                responder_to_initiator: k2,
+                role: Role::Responder,
+            });
+            let mut theirs = ts_control_noise::BiCodec::from(Session {
+                initiator_to_responder: k1,
+                responder_to_initiator: k2,
+                role: Role::Initiator,
+            });
+            let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            let concatenated = parts.concat();
+            let mut wire = BytesMut::new();
+            ours.seal_parts(&slices, &mut wire).unwrap();
+            let mut records = Vec::new();
+            while let Some(record) = theirs.decode(&mut wire).unwrap() {
+                records.push(record);
+            }
+            prop_assert!(wire.is_empty());
+            prop_assert_eq!(records.len(), concatenated.len().div_ceil(MAX_PLAINTEXT));
+            if let Some((_, full)) = records.split_last() {
+                prop_assert!(full.iter().all(|r| r.len() == MAX_PLAINTEXT));
+            }
+            prop_assert_eq!(records.concat(), concatenated);
+        }
+
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..5000)) {
             let (_, mut client) = pair();

@@ -103,17 +103,31 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for NoiseStream<IO> {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
+    }
+
+    /// HTTP/2 writes a frame's header and its payload as separate slices; sealing them together makes one record
+    /// and one socket write where each slice would have been its own.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.outgoing.len() >= WRITE_HIGH_WATER {
             ready!(this.poll_write_out(cx))?;
         }
-        this.codec.seal(data, &mut this.outgoing).map_err(to_io)?;
+        this.codec.seal_parts(bufs, &mut this.outgoing).map_err(to_io)?;
         // Push what we can now; anything left goes out on the next write or flush.
         if let Poll::Ready(Err(e)) = this.poll_write_out(cx) {
             return Poll::Ready(Err(e));
         }
-        Poll::Ready(Ok(data.len()))
+        Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

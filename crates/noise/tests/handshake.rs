@@ -28,6 +28,10 @@ async fn tailscale_rs_client_completes_handshake_and_exchanges_data() {
     let mut server = NoiseStream::new(server_io, accepted.codec, BytesMut::new());
     server.queue(&early_payload(ChallengeKey([3; 32]))).unwrap();
     server.write_all(b"hello from server").await.unwrap();
+    // HTTP/2 hands a frame over as header and payload slices: both must arrive, in order, in one write.
+    let payload = vec![7u8; 5000];
+    let slices = [std::io::IoSlice::new(b"frame head|"), std::io::IoSlice::new(&payload)];
+    assert_eq!(server.write_vectored(&slices).await.unwrap(), 11 + payload.len());
     server.flush().await.unwrap();
 
     let mut client = hs.complete(client_io, &client_keys).await.unwrap();
@@ -42,6 +46,10 @@ async fn tailscale_rs_client_completes_handshake_and_exchanges_data() {
     let mut hello = vec![0u8; 17];
     client.read_exact(&mut hello).await.unwrap();
     assert_eq!(&hello, b"hello from server");
+    let mut frame = vec![0u8; 11 + payload.len()];
+    client.read_exact(&mut frame).await.unwrap();
+    assert_eq!(&frame[..11], b"frame head|");
+    assert_eq!(&frame[11..], &payload[..]);
 
     let big: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
     client.write_all(&big).await.unwrap();
