@@ -62,8 +62,8 @@ impl RecordCodec {
         self.seal_parts(&[plaintext], out)
     }
 
-    /// Appends the concatenation of `parts` to `out` as one or more records, filling each record before starting
-    /// the next: the same bytes `seal` writes for the concatenated parts, without building it.
+    /// Appends the concatenation of `parts` to `out` as one or more records without building it: each record is
+    /// filled before the next starts, so records break where they would for one slice holding all the parts.
     pub fn seal_parts<P: Deref<Target = [u8]>>(&mut self, parts: &[P], out: &mut BytesMut) -> Result<(), NoiseError> {
         let mut parts = parts.iter().map(|p| &**p).filter(|p| !p.is_empty());
         let mut current = parts.next().unwrap_or_default();
@@ -144,6 +144,23 @@ mod tests {
         (server, client)
     }
 
+    /// Our server side against Tailscale's own client-side codec from tailscale-rs, which a real client uses.
+    fn with_tailscale() -> (RecordCodec, ts_control_noise::BiCodec) {
+        let k1 = chacha20poly1305::Key::from([1u8; 32]);
+        let k2 = chacha20poly1305::Key::from([2u8; 32]);
+        let ours = RecordCodec::from_session(Session {
+            initiator_to_responder: k1,
+            responder_to_initiator: k2,
+            role: Role::Responder,
+        });
+        let theirs = ts_control_noise::BiCodec::from(Session {
+            initiator_to_responder: k1,
+            responder_to_initiator: k2,
+            role: Role::Initiator,
+        });
+        (ours, theirs)
+    }
+
     #[test]
     fn large_writes_are_split_at_the_record_limit() {
         let (mut server, mut client) = pair();
@@ -173,20 +190,8 @@ mod tests {
 
     #[test]
     fn nonce_is_big_endian_like_tailscale() {
-        // Interoperate with Tailscale's own codec from tailscale-rs, which a real client uses.
         use tokio_util::codec::{Decoder, Encoder};
-        let k1 = chacha20poly1305::Key::from([1u8; 32]);
-        let k2 = chacha20poly1305::Key::from([2u8; 32]);
-        let mut ours = RecordCodec::from_session(Session {
-            initiator_to_responder: k1,
-            responder_to_initiator: k2,
-            role: Role::Responder,
-        });
-        let mut theirs = ts_control_noise::BiCodec::from(Session {
-            initiator_to_responder: k1,
-            responder_to_initiator: k2,
-            role: Role::Initiator,
-        });
+        let (mut ours, mut theirs) = with_tailscale();
         for i in 0..3u8 {
             let mut wire = BytesMut::new();
             ours.seal(&[i; 100], &mut wire).unwrap();
@@ -204,18 +209,7 @@ mod tests {
             parts in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..2 * MAX_PLAINTEXT), 0..5),
         ) {
             use tokio_util::codec::Decoder;
-            let k1 = chacha20poly1305::Key::from([1u8; 32]);
-            let k2 = chacha20poly1305::Key::from([2u8; 32]);
-            let mut ours = RecordCodec::from_session(Session {
-                initiator_to_responder: k1,
-                responder_to_initiator: k2,
-                role: Role::Responder,
-            });
-            let mut theirs = ts_control_noise::BiCodec::from(Session {
-                initiator_to_responder: k1,
-                responder_to_initiator: k2,
-                role: Role::Initiator,
-            });
+            let (mut ours, mut theirs) = with_tailscale();
             let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
             let concatenated = parts.concat();
             let mut wire = BytesMut::new();
