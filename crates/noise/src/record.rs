@@ -128,37 +128,23 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// One side of a session with fixed test keys.
+    fn session(role: Role) -> Session {
+        Session {
+            initiator_to_responder: chacha20poly1305::Key::from([7u8; 32]),
+            responder_to_initiator: chacha20poly1305::Key::from([9u8; 32]),
+            role,
+        }
+    }
+
+    /// Our server side and our client side.
     fn pair() -> (RecordCodec, RecordCodec) {
-        let k1 = chacha20poly1305::Key::from([7u8; 32]);
-        let k2 = chacha20poly1305::Key::from([9u8; 32]);
-        let server = RecordCodec::from_session(Session {
-            initiator_to_responder: k1,
-            responder_to_initiator: k2,
-            role: Role::Responder,
-        });
-        let client = RecordCodec::from_session(Session {
-            initiator_to_responder: k1,
-            responder_to_initiator: k2,
-            role: Role::Initiator,
-        });
-        (server, client)
+        (RecordCodec::from_session(session(Role::Responder)), RecordCodec::from_session(session(Role::Initiator)))
     }
 
     /// Our server side against Tailscale's own client-side codec from tailscale-rs, which a real client uses.
     fn with_tailscale() -> (RecordCodec, ts_control_noise::BiCodec) {
-        let k1 = chacha20poly1305::Key::from([1u8; 32]);
-        let k2 = chacha20poly1305::Key::from([2u8; 32]);
-        let ours = RecordCodec::from_session(Session {
-            initiator_to_responder: k1,
-            responder_to_initiator: k2,
-            role: Role::Responder,
-        });
-        let theirs = ts_control_noise::BiCodec::from(Session {
-            initiator_to_responder: k1,
-            responder_to_initiator: k2,
-            role: Role::Initiator,
-        });
-        (ours, theirs)
+        (RecordCodec::from_session(session(Role::Responder)), ts_control_noise::BiCodec::from(session(Role::Initiator)))
     }
 
     #[test]
