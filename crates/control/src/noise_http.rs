@@ -9,14 +9,14 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use bytes::BytesMut;
 use http::{HeaderValue, StatusCode, header};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use tailwarden_noise::{Initiation, NoiseStream, accept, early_payload};
 use tailwarden_wire::{ChallengeKey, MachineKey, MapRequest, RegisterRequest, from_go_json};
 use tokio::io::AsyncWriteExt;
 
-/// Request bodies on the Noise channel are small JSON documents; Headscale caps them at 1 MiB too.
+/// Request bodies on the Noise channel are small JSON documents; Headscale caps them at 1 MiB too. Larger ones are
+/// answered 413 by the HTTP/2 layer before any handler runs.
 const MAX_BODY: usize = 1 << 20;
 const UPGRADE_PROTOCOL: &str = "tailscale-control-protocol";
 
@@ -179,11 +179,8 @@ where
 {
     // `Layer::layer` wraps the shared routes; `Router::layer` would rebuild them for this connection.
     let service = tower::Layer::layer(&Extension(conn), machine_routes);
-    let result = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-        .await;
-    if let Err(e) = result {
+    let limits = tailwarden_http2::Limits { max_body: MAX_BODY, ..Default::default() };
+    if let Err(e) = tailwarden_http2::serve(stream, service, limits).await {
         tracing::debug!(machine = %conn.machine, error = %e, "Noise connection ended");
     }
 }
