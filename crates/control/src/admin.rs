@@ -380,8 +380,8 @@ mod tests {
     }
 
     /// The next message queued to a session, decoded.
-    async fn next(rx: &mut tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Value {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await.unwrap().unwrap();
+    async fn next(queue: &mut crate::session_queue::QueueReceiver) -> Value {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(1), queue.recv()).await.unwrap().unwrap();
         serde_json::from_slice(&frame[4..]).unwrap()
     }
 
@@ -398,13 +398,13 @@ mod tests {
         let (mut session, _first) = tailnet.open_session(n2, Compression::None, control.settings()).unwrap();
 
         control.approve_routes(T, n1, &["10.0.0.0/24".into()]).await.unwrap();
-        let msg = next(&mut session.rx).await;
+        let msg = next(&mut session.queue).await;
         let p = peer(&msg, n1);
         assert!(p["AllowedIPs"].as_array().unwrap().contains(&"10.0.0.0/24".into()), "{msg}");
         assert_eq!(p["PrimaryRoutes"], serde_json::json!(["10.0.0.0/24"]));
 
         control.set_tags(T, n1, vec![Tag::parse("tag:web").unwrap()]).await.unwrap();
-        let msg = next(&mut session.rx).await;
+        let msg = next(&mut session.queue).await;
         assert_eq!(peer(&msg, n1)["Tags"], serde_json::json!(["tag:web"]));
 
         // n2 still belongs to alice: renaming her re-sends n2 with the new profile, to n2 itself.
@@ -413,7 +413,7 @@ mod tests {
         let mut seen = Vec::new();
         while !seen.iter().any(|m: &Value| m["UserProfiles"].to_string().contains("carol")) {
             assert!(seen.len() < 3, "no profile with the new name: {seen:?}");
-            seen.push(next(&mut session.rx).await);
+            seen.push(next(&mut session.queue).await);
         }
         assert!(control.rename_user(T, alice.id, "bad name").await.is_err());
 

@@ -17,6 +17,7 @@ mod policy_view;
 pub mod reachability;
 mod register;
 mod render;
+mod session_queue;
 mod session_writes;
 mod settings;
 mod tailnet;

@@ -10,7 +10,6 @@ use http::StatusCode;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tailwarden_store::NodeSessionUpdate;
 use tailwarden_wire::framing::{Compression, encode_message};
@@ -113,8 +112,7 @@ impl MapStream {
             return Some(first);
         }
         loop {
-            if self.session.lagged.swap(false, Ordering::Relaxed) {
-                while self.session.rx.try_recv().is_ok() {}
+            if self.session.queue.take_lagged() {
                 let map = self.tailnet.full_map(self.node, &self.control.settings)?;
                 return map.encode(self.compression).ok().map(Bytes::from);
             }
@@ -126,7 +124,7 @@ impl MapStream {
                 }
             };
             tokio::select! {
-                frame = session.rx.recv() => return frame,
+                frame = session.queue.recv() => return frame,
                 _ = keep_alive_due => {
                     let interval = self.control.settings.keep_alive_interval;
                     if let Some(timer) = self.keep_alive.as_mut() {

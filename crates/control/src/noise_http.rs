@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -107,7 +108,7 @@ async fn ts2021(State(NoiseState { control, machine_routes }): State<NoiseState>
         if stream.queue(&early_payload(ChallengeKey(rand::random()))).is_err() {
             return;
         }
-        serve_noise(machine_routes, conn, stream).await;
+        spawn_noise_connection(machine_routes, conn, stream);
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -154,7 +155,7 @@ fn ts2021_websocket(control: Arc<Control>, machine_routes: Router, mut req: Requ
         if io.write_all(&accepted.response).await.is_err() || io.flush().await.is_err() {
             return;
         }
-        serve_noise(machine_routes, conn, NoiseStream::new(io, accepted.codec, BytesMut::new())).await;
+        spawn_noise_connection(machine_routes, conn, NoiseStream::new(io, accepted.codec, BytesMut::new()));
     });
     let accept_value = HeaderValue::from_str(&ws_key).unwrap_or_else(|_| HeaderValue::from_static(""));
     Response::builder()
@@ -173,16 +174,21 @@ struct NoiseConn {
     machine: MachineKey,
 }
 
-async fn serve_noise<IO>(machine_routes: Router, conn: NoiseConn, stream: NoiseStream<IO>)
+/// Serves the HTTP/2 requests of one Noise connection, as a task of its own: the task that upgraded the connection
+/// ends, so what stays for the connection's lifetime is the HTTP/2 state and nothing of the upgrade.
+fn spawn_noise_connection<IO>(machine_routes: Router, conn: NoiseConn, stream: NoiseStream<IO>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // `Layer::layer` wraps the shared routes; `Router::layer` would rebuild them for this connection.
     let service = tower::Layer::layer(&Extension(conn), machine_routes);
     let limits = tailwarden_http2::Limits { max_body: MAX_BODY, ..Default::default() };
-    if let Err(e) = tailwarden_http2::serve(stream, service, limits).await {
-        tracing::debug!(machine = %conn.machine, error = %e, "Noise connection ended");
-    }
+    // A combinator, not an `async` block: awaiting inside one would hold the connection's state twice.
+    tokio::spawn(tailwarden_http2::serve(stream, service, limits).map(move |result| {
+        if let Err(e) = result {
+            tracing::debug!(machine = %conn.machine, error = %e, "Noise connection ended");
+        }
+    }));
 }
 
 /// Reads and decodes a JSON request body (keys matched case-insensitively, as Go clients expect).

@@ -9,11 +9,11 @@
 
 use crate::policy_view::{self, Impact, NodeGrants, PolicyView};
 use crate::render::{self, now_ms};
+use crate::session_queue::{QueueReceiver, QueueSender, session_queue};
 use crate::{ControlError, Settings};
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tailwarden_store::{NodeRecord, Store, UserRecord};
@@ -21,7 +21,7 @@ use tailwarden_types::{NodeId, TenantId, UserId};
 use tailwarden_wire::framing::{Compression, frame_payload};
 use tailwarden_wire::{DiscoKey, Hostinfo, MachineKey, MapResponse, Node, NodeKey, PeerChange};
 use time::OffsetDateTime;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// The user ID tagged nodes are shown under (the same value Headscale uses, so imported clients see no change).
 pub const TAGGED_DEVICES_USER_ID: i64 = 2_147_455_555;
@@ -114,8 +114,7 @@ pub(crate) type Frame = bytes::Bytes;
 struct SessionHandle {
     id: u64,
     compression: Compression,
-    tx: mpsc::Sender<Frame>,
-    lagged: Arc<AtomicBool>,
+    queue: QueueSender,
     /// The packet filter and SSH policy the client was last sent: the base for its next delta.
     filter: Vec<tailwarden_wire::FilterRule>,
     ssh: Option<serde_json::Value>,
@@ -124,10 +123,7 @@ struct SessionHandle {
 /// The receiving end of a map session.
 pub(crate) struct SessionReceiver {
     pub id: u64,
-    pub rx: mpsc::Receiver<Frame>,
-    /// Set when deltas were dropped; the session must send a full map. It is only set when the queue is full, so
-    /// the receiver has messages waiting and looks at it when it takes the next one: it needs no wake-up of its own.
-    pub lagged: Arc<AtomicBool>,
+    pub queue: QueueReceiver,
 }
 
 #[derive(Default)]
@@ -840,12 +836,11 @@ impl Tailnet {
         }
         st.next_session += 1;
         let session_id = st.next_session;
-        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        let lagged = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = session_queue(SESSION_QUEUE);
         let grants = st.policy.grants(id, &st.nodes, &settings.server_url);
         let first = Self::full_map_locked(&mut st, id, &grants, settings, now)?;
         let NodeGrants { filter, ssh, .. } = grants;
-        st.sessions.insert(id, SessionHandle { id: session_id, compression, tx, lagged: lagged.clone(), filter, ssh });
+        st.sessions.insert(id, SessionHandle { id: session_id, compression, queue: tx, filter, ssh });
         st.pending.remove(&id);
         if !was_online {
             let patch = PeerChange { node_id: id.0, online: Some(true), ..Default::default() };
@@ -853,7 +848,7 @@ impl Tailnet {
             Self::queue_event(&mut st, &viewers, Event::Patch(patch));
             self.changed(&mut st, settings);
         }
-        Some((SessionReceiver { id: session_id, rx, lagged }, first))
+        Some((SessionReceiver { id: session_id, queue: rx }, first))
     }
 
     fn full_map_locked(
@@ -996,13 +991,7 @@ fn sorted_difference(before: &[NodeId], after: &[NodeId]) -> (Vec<NodeId>, Vec<N
 }
 
 fn deliver(session: &SessionHandle, frame: Frame) {
-    if session.lagged.load(Ordering::Relaxed) {
-        return;
-    }
-    if session.tx.try_send(frame).is_err() {
-        // Full (or closing): drop the backlog; the session sends a complete map next.
-        session.lagged.store(true, Ordering::Relaxed);
-    }
+    session.queue.send(frame);
 }
 
 /// Folds a later patch into an earlier one for the same node: fields the later one sets win.
@@ -1244,7 +1233,7 @@ mod tests {
         // The pending messages the viewer has, merged: the last rendering of each peer.
         let drain = |viewer: &mut SessionReceiver| {
             let mut last = BTreeMap::new();
-            while let Ok(frame) = viewer.rx.try_recv() {
+            while let Some(frame) = viewer.queue.try_recv() {
                 let msg: serde_json::Value = serde_json::from_slice(&frame[4..]).unwrap();
                 for p in msg["PeersChanged"].as_array().into_iter().flatten() {
                     last.insert(p["ID"].as_i64().unwrap(), routes_of(p));
@@ -1305,7 +1294,7 @@ mod tests {
         assert_eq!(first.peers.len(), 1);
         tailnet.remove_node(NodeId(2), &settings);
         let mut removed = Vec::new();
-        while let Ok(frame) = session.rx.try_recv() {
+        while let Some(frame) = session.queue.try_recv() {
             let msg: serde_json::Value = serde_json::from_slice(&frame[4..]).unwrap();
             removed.extend(msg["PeersRemoved"].as_array().into_iter().flatten().cloned());
         }

@@ -23,9 +23,6 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Output beyond this waits for the socket before more frames are read or more response data is taken.
 const OUT_HIGH_WATER: usize = 64 * 1024;
 
-/// An emptied output buffer larger than this is released, so an idle connection keeps none.
-const RETAIN_OUT: usize = 4 * 1024;
-
 /// A header block (HEADERS plus CONTINUATIONs) larger than this ends the connection: it is far past
 /// `max_header_list` even uncompressed, so it can only be an attempt to make us buffer.
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
@@ -36,16 +33,34 @@ const ROUNDS_PER_POLL: usize = 32;
 
 /// Serves HTTP/2 on `io` until the client closes it. Each request goes to a clone of `service` once its body has
 /// arrived; its response is streamed back as the body yields data and the client's windows allow.
-pub async fn serve<IO, S, B>(io: IO, service: S, limits: Limits) -> Result<(), Http2Error>
+pub fn serve<IO, S, B>(io: IO, service: S, limits: Limits) -> Serve<IO, S, B>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Unpin,
     S::Error: Display,
     B: Body<Data = Bytes> + Unpin,
     B::Error: Display,
 {
-    let mut conn = Connection::new(io, service, limits);
-    std::future::poll_fn(|cx| conn.poll_run(cx)).await
+    Serve(Connection::new(io, service, limits))
+}
+
+/// The future [`serve`] returns: the connection's whole state, with nothing around it, so that an idle connection's
+/// task is no larger than what the connection must remember (an `async fn` would also keep its arguments).
+pub struct Serve<IO, S: Service<Request<RequestBody>>, B>(Connection<IO, S, B>);
+
+impl<IO, S, B> Future for Serve<IO, S, B>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Unpin,
+    S::Error: Display,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Display,
+{
+    type Output = Result<(), Http2Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().0.poll_run(cx)
+    }
 }
 
 struct Connection<IO, S: Service<Request<RequestBody>>, B> {
@@ -217,11 +232,8 @@ where
             self.out_sent += n;
             self.needs_flush = true;
         }
-        if self.out.capacity() > RETAIN_OUT {
-            self.out = Vec::new();
-        } else {
-            self.out.clear();
-        }
+        // Released, not kept for the next write: an idle connection holds no output buffer.
+        self.out = Vec::new();
         self.out_sent = 0;
         if self.needs_flush {
             ready!(Pin::new(&mut self.io).poll_flush(cx))?;
@@ -636,6 +648,10 @@ where
         put_header(out, n, Kind::Data, if end { flags::END_STREAM } else { 0 }, stream.id);
         out.extend_from_slice(&pending[..n]);
         pending.advance(n);
+        if pending.is_empty() {
+            // An emptied `Bytes` still holds its buffer (a whole first map, or a delta shared with other sessions).
+            *pending = Bytes::new();
+        }
         *conn_window -= n as i64;
         stream.send_window -= n as i64;
         if end {

@@ -18,7 +18,7 @@ mod conn;
 mod frame;
 mod headers;
 
-pub use conn::serve;
+pub use conn::{Serve, serve};
 pub use frame::ErrorCode;
 
 /// Body of the requests handed to the service: the whole request body, already read.

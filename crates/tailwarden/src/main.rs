@@ -17,6 +17,8 @@ use tailwarden_config::Config;
 /// mimalloc rather than glibc's allocator: map encoding, policy compilation and the per-connection buffers allocate
 /// and free many small objects across threads, where glibc's malloc/free were ~15% of server CPU in a profiled
 /// 3,000-client join (13% less CPU per join with mimalloc, for ~10% more resident memory; `docs/benchmarks.md`).
+/// Building without the `mimalloc` feature leaves the system allocator, which heap profilers such as heaptrack see.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
