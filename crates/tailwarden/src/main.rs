@@ -14,10 +14,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use tailwarden_config::Config;
 
-/// mimalloc rather than glibc's allocator: map encoding, policy compilation and the per-connection buffers allocate
-/// and free many small objects across threads, where glibc's malloc/free were ~15% of server CPU in a profiled
-/// 3,000-client join (13% less CPU per join with mimalloc, for ~10% more resident memory; `docs/benchmarks.md`).
-/// Building without the `mimalloc` feature leaves the system allocator, which heap profilers such as heaptrack see.
+/// The system allocator by default; mimalloc with `--features mimalloc`. Once HTTP/2 stopped holding buffers per
+/// connection, glibc's malloc cost the same CPU per join and ~7% more per change, and kept 12–15 KiB of resident
+/// memory per connected node where mimalloc kept 22–49 KiB: the transient buffers of joins and first maps leave
+/// mimalloc's pages fragmented (`docs/benchmarks.md`, "Our own HTTP/2"). Heap profilers such as heaptrack only see
+/// the system allocator.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
