@@ -32,15 +32,9 @@ const FRAMES_PER_ROUND: usize = 16;
 const ROUNDS_PER_POLL: usize = 32;
 
 /// Serves HTTP/2 on `io` until the client closes it. Each request goes to a clone of `service` once its body has
-/// arrived; its response is streamed back as the body yields data and the client's windows allow.
-pub fn serve<IO, S, B>(io: IO, service: S, limits: Limits) -> Serve<IO, S, B>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Unpin,
-    S::Error: Display,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Display,
-{
+/// arrived; its response is streamed back as the body yields data and the client's windows allow. What `io`,
+/// `service` and its response bodies must be is spelled out once, on the [`Future`] impl of [`Serve`].
+pub fn serve<IO, S: Service<Request<RequestBody>>, B>(io: IO, service: S, limits: Limits) -> Serve<IO, S, B> {
     Serve(Connection::new(io, service, limits))
 }
 
@@ -125,14 +119,7 @@ enum Next {
     Remove,
 }
 
-impl<IO, S, B> Connection<IO, S, B>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone,
-    S::Error: Display,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Display,
-{
+impl<IO, S: Service<Request<RequestBody>>, B> Connection<IO, S, B> {
     fn new(io: IO, service: S, limits: Limits) -> Self {
         let mut hpack = loona_hpack::Decoder::new();
         hpack.set_max_allowed_table_size(4096);
@@ -167,7 +154,16 @@ where
             closing: None,
         }
     }
+}
 
+impl<IO, S, B> Connection<IO, S, B>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone,
+    S::Error: Display,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Display,
+{
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Http2Error>> {
         for _ in 0..ROUNDS_PER_POLL {
             let flushed = self.poll_write_out(cx)?.is_ready();
@@ -411,7 +407,7 @@ where
             return Ok(());
         }
         if incoming.body.len() + data.len() > max_body {
-            self.respond_locally(h.stream, StatusCode::PAYLOAD_TOO_LARGE, false);
+            self.respond_locally(h.stream, StatusCode::PAYLOAD_TOO_LARGE, !h.has(flags::END_STREAM));
             return Ok(());
         }
         incoming.body.extend_from_slice(data);
