@@ -458,7 +458,7 @@ where
 
     fn on_header_block(&mut self, id: u32, end_stream: bool, block: &[u8]) -> Result<(), Http2Error> {
         // Decode even blocks we then refuse: the HPACK dynamic table must see every block to stay in step.
-        let mut head = RequestHead::default();
+        let mut head = RequestHead::new(self.limits.max_header_list);
         self.hpack
             .decode_with_cb(block, |name, value| head.field(&name, &value))
             .map_err(|_| protocol(ErrorCode::Compression, "header block does not decode (HPACK)"))?;

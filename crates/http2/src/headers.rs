@@ -17,8 +17,10 @@ const CONNECTION_SPECIFIC: [HeaderName; 5] = [
 ];
 
 /// Collects decoded header fields into a request head, checking what RFC 9113 §8.3 requires of them.
-#[derive(Default)]
 pub struct RequestHead {
+    /// Beyond this list size fields are counted but no longer kept: HPACK lets a small block reference one large
+    /// table entry many times, so the decoded list could otherwise be far larger than the block.
+    max_list_size: usize,
     method: Option<Method>,
     scheme: Option<String>,
     authority: Option<String>,
@@ -31,9 +33,27 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// An empty head that keeps fields until their list size passes `max_list_size`.
+    pub fn new(max_list_size: usize) -> RequestHead {
+        RequestHead {
+            max_list_size,
+            method: None,
+            scheme: None,
+            authority: None,
+            path: None,
+            headers: HeaderMap::new(),
+            list_size: 0,
+            regular_seen: false,
+            error: None,
+        }
+    }
+
     /// Adds one decoded field; the first problem found is kept and reported by [`RequestHead::finish`].
     pub fn field(&mut self, name: &[u8], value: &[u8]) {
         self.list_size += name.len() + value.len() + 32;
+        if self.list_size > self.max_list_size {
+            self.error = Some("header list larger than SETTINGS_MAX_HEADER_LIST_SIZE");
+        }
         if self.error.is_some() {
             return;
         }
@@ -184,7 +204,7 @@ mod tests {
     use super::*;
 
     fn head(fields: &[(&str, &str)]) -> Result<request::Parts, &'static str> {
-        let mut head = RequestHead::default();
+        let mut head = RequestHead::new(16 * 1024);
         for (n, v) in fields {
             head.field(n.as_bytes(), v.as_bytes());
         }
@@ -237,10 +257,25 @@ mod tests {
 
     #[test]
     fn list_size_counts_32_bytes_of_overhead_per_field() {
-        let mut head = RequestHead::default();
+        let mut head = RequestHead::new(16 * 1024);
         head.field(b"ab", b"cde");
         head.field(b"Bad", b"");
         assert_eq!(head.list_size(), 2 + 3 + 32 + 3 + 32);
+    }
+
+    #[test]
+    fn fields_past_the_list_limit_are_counted_but_not_kept() {
+        let mut head = RequestHead::new(1_000);
+        for (n, v) in BASE {
+            head.field(n.as_bytes(), v.as_bytes());
+        }
+        let big = vec![b'v'; 400];
+        for _ in 0..1_000 {
+            head.field(b"x-big", &big);
+        }
+        assert_eq!(head.list_size(), BASE.iter().map(|(n, v)| n.len() + v.len() + 32).sum::<usize>() + 1_000 * 437);
+        assert!(head.headers.len() <= 2, "kept {} fields past the limit", head.headers.len());
+        assert_eq!(head.finish().unwrap_err(), "header list larger than SETTINGS_MAX_HEADER_LIST_SIZE");
     }
 
     #[test]

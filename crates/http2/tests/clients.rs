@@ -317,6 +317,25 @@ async fn a_request_in_hand_made_frames_is_answered() {
     assert_eq!(headers.3[0], 0x80 | 13);
 }
 
+/// A small block can reference one large table entry many times (an "HPACK bomb"): the request is refused with
+/// 431 and the connection goes on.
+#[tokio::test]
+async fn a_header_list_past_the_limit_is_answered_431() {
+    let mut block = GET_ROOT.to_vec();
+    // Literal with incremental indexing, new name "x-a", a 3,000-byte value (RFC 7541 §5.1 integer: 127 + 2,873).
+    block.extend_from_slice(&[0x40, 3, b'x', b'-', b'a', 0x7f, 0xb9, 0x16]);
+    block.extend(std::iter::repeat_n(b'v', 3_000));
+    // Then that entry, dynamic index 62, a hundred times: ~300 KB decoded from ~3 KB.
+    block.extend(std::iter::repeat_n(0x80 | 62, 100));
+    let answered = |f: &[RawFrame]| f.iter().any(|f| f.0 == 1 && f.2 == 3);
+    let input = opened(&[frame(1, 0x5, 1, &block), frame(1, 0x5, 3, GET_ROOT)]);
+    let got = exchange(Limits::default(), &input, answered).await;
+    let status = |stream: u32| got.frames.iter().find(|f| f.0 == 1 && f.2 == stream).map(|f| f.3.clone());
+    assert_eq!(status(1).unwrap(), [0x08, 3, b'4', b'3', b'1'], ":status 431, literal with the static name");
+    assert_eq!(status(3).unwrap()[0], 0x80 | 13, "the next request is served (404 from the test service)");
+    assert_eq!(got.goaway(), None);
+}
+
 #[tokio::test]
 async fn protocol_violations_get_a_goaway_that_says_what_was_wrong() {
     let huge = vec![0u8; 16_385];
