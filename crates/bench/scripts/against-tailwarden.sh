@@ -7,6 +7,8 @@
 # BIN: directory holding release builds of `tailwarden` and `tailwarden-bench` (default: $CARGO_TARGET_DIR/release
 # or target/release). SERVER_YAML: extra config lines for the server. PERF_DATA: record the server with
 # `perf record --call-graph dwarf` into that file (build the server with `--profile profiling` for line tables).
+# HEAPTRACK_DATA: run the server under heaptrack, writing that file (read it with `heaptrack_print`; the default build
+# uses the system allocator, which heaptrack sees).
 # BENCH_WRAPPER: a command prefix for the generator, e.g. "/usr/bin/time -f %U,%S" to see its own CPU time.
 set -euo pipefail
 if [ -z "${TW_IN_NETNS:-}" ]; then
@@ -39,10 +41,17 @@ unix_socket: $D/tw.sock
 ${SERVER_YAML:-}
 YAML
 ulimit -n "$(ulimit -Hn)"
-"$BIN/tailwarden" serve --config "$D/config.yaml" 2> "$D/server.log" &
-P=$!
-trap 'kill $P 2>/dev/null; wait $P 2>/dev/null; rm -rf "$D"' EXIT
-for _ in $(seq 100); do [ -S "$D/tw.sock" ] && break; sleep 0.1; done
+if [ -n "${HEAPTRACK_DATA:-}" ]; then
+    heaptrack -o "$HEAPTRACK_DATA" "$BIN/tailwarden" serve --config "$D/config.yaml" > "$D/heaptrack.log" 2> "$D/server.log" &
+else
+    "$BIN/tailwarden" serve --config "$D/config.yaml" 2> "$D/server.log" &
+fi
+W=$!
+# The server's own pid (under heaptrack it is heaptrack's child), for CPU and RSS readings and for stopping it.
+server_pid() { pgrep -f -n "^$BIN/tailwarden serve --config $D/config.yaml" || true; }
+trap 'kill $(server_pid) 2>/dev/null; wait $W 2>/dev/null; rm -rf "$D"' EXIT
+for _ in $(seq 300); do [ -S "$D/tw.sock" ] && break; sleep 0.1; done
+P=$(server_pid)
 K=$("$BIN/tailwarden" apikeys create --config "$D/config.yaml" 2>/dev/null | tail -1 | tr -d '[:space:]')
 if [ -n "${PERF_DATA:-}" ]; then
     perf record -q --call-graph dwarf,16384 -F 199 -p "$P" -o "$PERF_DATA" 2>/dev/null &
