@@ -411,10 +411,15 @@ where
             return Ok(());
         }
         incoming.body.extend_from_slice(data);
+        if self.buffered_bodies() > 2 * max_body {
+            // Each body is within the limit, but together they are more than one connection may make us hold.
+            self.reset(h.stream, ErrorCode::EnhanceYourCalm);
+            return Ok(());
+        }
         if h.has(flags::END_STREAM) {
             self.start_handling(i);
         } else if flow > 0 {
-            stream.recv_window += flow;
+            self.streams[i].recv_window += flow;
             put_window_update(&mut self.out, h.stream, flow as u32);
         }
         Ok(())
@@ -548,6 +553,15 @@ where
     fn reset(&mut self, id: u32, code: ErrorCode) {
         put_rst_stream(&mut self.out, id, code);
         self.remove(id);
+    }
+
+    /// Request body bytes held for streams still receiving.
+    fn buffered_bodies(&self) -> usize {
+        let receiving = self.streams.iter().filter_map(|s| match &s.phase {
+            Phase::Receiving(incoming) => Some(incoming.body.len()),
+            _ => None,
+        });
+        receiving.sum()
     }
 
     fn find(&self, id: u32) -> Option<usize> {

@@ -27,7 +27,9 @@ pub type RequestBody = http_body_util::Full<bytes::Bytes>;
 /// What one connection may ask of the server.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Largest request body; a larger one is answered `413 Payload Too Large` without reaching the service.
+    /// Largest request body; a larger one is answered `413 Payload Too Large` without reaching the service. The
+    /// bodies a connection is still sending may add up to twice this; past that the stream that overflowed is reset
+    /// (`ENHANCE_YOUR_CALM`).
     pub max_body: usize,
     /// Streams open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`); more are refused.
     pub max_streams: u32,

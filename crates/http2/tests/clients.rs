@@ -395,6 +395,26 @@ async fn stream_level_problems_reset_only_that_stream() {
 }
 
 #[tokio::test]
+async fn bodies_a_connection_is_still_sending_are_bounded_together() {
+    let limits = Limits { max_body: 10_000, ..Limits::default() };
+    let part = vec![7u8; 8_000];
+    let mut frames = Vec::new();
+    for id in [1, 3, 5] {
+        frames.push(frame(1, 0x4, id, GET_ROOT));
+        frames.push(frame(0, 0, id, &part));
+    }
+    let got = exchange(limits, &opened(&frames), |f| f.iter().any(|f| f.0 == 3)).await;
+    let resets: Vec<(u32, u32)> = got
+        .frames
+        .iter()
+        .filter(|f| f.0 == 3)
+        .map(|f| (f.2, u32::from_be_bytes([f.3[0], f.3[1], f.3[2], f.3[3]])))
+        .collect();
+    assert_eq!(resets, [(5, 0xb)], "24,000 bytes held at once is past 2 × 10,000: ENHANCE_YOUR_CALM");
+    assert_eq!(got.goaway(), None);
+}
+
+#[tokio::test]
 async fn a_bad_preface_is_reported() {
     let got = exchange(Limits::default(), b"GET / HTTP/1.1\r\n\r\n", until_closed).await;
     assert!(matches!(got.outcome, Err(Http2Error::BadPreface)), "{:?}", got.outcome);
