@@ -442,7 +442,7 @@ impl Tailnet {
                     }
                 };
                 if let Some(frame) = frame {
-                    deliver(session, frame);
+                    session.queue.send(frame);
                 }
                 continue;
             }
@@ -461,7 +461,7 @@ impl Tailnet {
                 msg.node = Some(node);
             }
             if let Some(frame) = EncodeOnce::new(&msg).frame(session.compression) {
-                deliver(session, frame);
+                session.queue.send(frame);
             }
         }
     }
@@ -940,7 +940,7 @@ impl Tailnet {
         let mut enc = EncodeOnce::new(msg);
         for session in st.sessions.values() {
             if let Some(frame) = enc.frame(session.compression) {
-                deliver(session, frame);
+                session.queue.send(frame);
             }
         }
     }
@@ -988,10 +988,6 @@ fn sorted_difference(before: &[NodeId], after: &[NodeId]) -> (Vec<NodeId>, Vec<N
             (None, None) => return (gained, lost),
         }
     }
-}
-
-fn deliver(session: &SessionHandle, frame: Frame) {
-    session.queue.send(frame);
 }
 
 /// Folds a later patch into an earlier one for the same node: fields the later one sets win.

@@ -4,7 +4,7 @@ use crate::frame::{
     DEFAULT_WINDOW, ErrorCode, FrameHeader, HEADER_LEN, Kind, MAX_FRAME_PAYLOAD, MAX_WINDOW, flags, put_goaway,
     put_header, put_rst_stream, put_settings, put_window_update, setting,
 };
-use crate::headers::{RequestHead, content_length, encode_response, encode_status_only};
+use crate::headers::{RequestHead, content_length, encode_response, encode_status};
 use crate::{Http2Error, Limits, RequestBody};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response, StatusCode, request};
@@ -541,7 +541,7 @@ where
     /// rest of its request body.
     fn respond_locally(&mut self, id: u32, status: StatusCode, reset_after: bool) {
         let mut block = Vec::new();
-        encode_status_only(status, &mut block);
+        encode_status(status, &mut block);
         put_header(&mut self.out, block.len(), Kind::Headers, flags::END_HEADERS | flags::END_STREAM, id);
         self.out.extend_from_slice(&block);
         if reset_after {

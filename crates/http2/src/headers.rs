@@ -17,6 +17,7 @@ const CONNECTION_SPECIFIC: [HeaderName; 5] = [
 ];
 
 /// Collects decoded header fields into a request head, checking what RFC 9113 §8.3 requires of them.
+#[derive(Default)]
 pub struct RequestHead {
     /// Beyond this list size fields are counted but no longer kept: HPACK lets a small block reference one large
     /// table entry many times, so the decoded list could otherwise be far larger than the block.
@@ -35,17 +36,7 @@ pub struct RequestHead {
 impl RequestHead {
     /// An empty head that keeps fields until their list size passes `max_list_size`.
     pub fn new(max_list_size: usize) -> RequestHead {
-        RequestHead {
-            max_list_size,
-            method: None,
-            scheme: None,
-            authority: None,
-            path: None,
-            headers: HeaderMap::new(),
-            list_size: 0,
-            regular_seen: false,
-            error: None,
-        }
+        RequestHead { max_list_size, ..RequestHead::default() }
     }
 
     /// Adds one decoded field; the first problem found is kept and reported by [`RequestHead::finish`].
@@ -161,12 +152,9 @@ pub fn encode_response(head: &response::Parts, out: &mut Vec<u8>) {
     }
 }
 
-/// A head for a response this layer makes itself (the request never reached the service).
-pub fn encode_status_only(status: StatusCode, out: &mut Vec<u8>) {
-    encode_status(status, out);
-}
-
-fn encode_status(status: StatusCode, out: &mut Vec<u8>) {
+/// Appends `:status` alone: the whole head of a response this layer makes itself (the request never reached the
+/// service), and the first field of every other.
+pub fn encode_status(status: StatusCode, out: &mut Vec<u8>) {
     // The static table (RFC 7541 appendix A) holds `:status` with these values at indices 8–14.
     const INDEXED: [u16; 7] = [200, 204, 206, 304, 400, 404, 500];
     if let Some(i) = INDEXED.iter().position(|&s| s == status.as_u16()) {

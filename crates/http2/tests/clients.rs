@@ -86,6 +86,15 @@ fn post(path: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
     Request::post(format!("http://127.0.0.1{path}")).body(Full::new(Bytes::from(body))).unwrap()
 }
 
+/// Opens a `/forever` response and reads its first chunk, so the service's body is known to be streaming.
+async fn open_forever(client: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>) -> hyper::body::Incoming {
+    let resp = client.send_request(post("/forever", vec![])).await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "hi");
+    body
+}
+
 async fn body_of(resp: Response<hyper::body::Incoming>) -> Bytes {
     resp.into_body().collect().await.unwrap().to_bytes()
 }
@@ -155,10 +164,7 @@ async fn responses_wait_for_the_clients_windows() {
 async fn a_client_reset_drops_the_response_body_and_the_connection_lives_on() {
     let (io, probe, _server) = start(Limits::default());
     let mut client = hyper_client(io).await;
-    let resp = client.send_request(post("/forever", vec![])).await.unwrap();
-    let mut body = resp.into_body();
-    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    assert_eq!(first, "hi");
+    let body = open_forever(&mut client).await;
     assert!(!probe.0.load(Ordering::SeqCst));
     drop(body); // hyper sends RST_STREAM(CANCEL)
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -188,9 +194,7 @@ async fn an_oversized_body_is_refused_with_413_before_the_service() {
 async fn the_client_closing_ends_serve_and_drops_open_streams() {
     let (io, probe, server) = start(Limits::default());
     let mut client = hyper_client(io).await;
-    let resp = client.send_request(post("/forever", vec![])).await.unwrap();
-    let mut body = resp.into_body();
-    body.frame().await.unwrap().unwrap();
+    let body = open_forever(&mut client).await;
     drop((body, client));
     let outcome = tokio::time::timeout(Duration::from_secs(5), server).await.expect("serve returns").unwrap();
     assert!(outcome.is_ok(), "{outcome:?}");
@@ -222,6 +226,12 @@ struct Received {
 }
 
 impl Received {
+    /// Every RST_STREAM the server sent: (stream, error code).
+    fn resets(&self) -> Vec<(u32, u32)> {
+        let resets = self.frames.iter().filter(|f| f.0 == 3);
+        resets.map(|(_, _, stream, p)| (*stream, u32::from_be_bytes([p[0], p[1], p[2], p[3]]))).collect()
+    }
+
     fn goaway(&self) -> Option<(u32, String)> {
         self.frames.iter().find(|f| f.0 == 7).map(|(_, _, _, p)| {
             (u32::from_be_bytes([p[4], p[5], p[6], p[7]]), String::from_utf8_lossy(&p[8..]).into_owned())
@@ -384,13 +394,11 @@ async fn stream_level_problems_reset_only_that_stream() {
         |f| f.iter().filter(|f| f.0 == 3).count() == 2,
     )
     .await;
-    let resets: Vec<(u32, u32)> = got
-        .frames
-        .iter()
-        .filter(|f| f.0 == 3)
-        .map(|f| (f.2, u32::from_be_bytes([f.3[0], f.3[1], f.3[2], f.3[3]])))
-        .collect();
-    assert_eq!(resets, [(1, 0x1), (5, 0x7)], "PROTOCOL_ERROR for the malformed one, REFUSED_STREAM past the limit");
+    assert_eq!(
+        got.resets(),
+        [(1, 0x1), (5, 0x7)],
+        "PROTOCOL_ERROR for the malformed one, REFUSED_STREAM past the limit"
+    );
     assert_eq!(got.goaway(), None);
 }
 
@@ -404,13 +412,7 @@ async fn bodies_a_connection_is_still_sending_are_bounded_together() {
         frames.push(frame(0, 0, id, &part));
     }
     let got = exchange(limits, &opened(&frames), |f| f.iter().any(|f| f.0 == 3)).await;
-    let resets: Vec<(u32, u32)> = got
-        .frames
-        .iter()
-        .filter(|f| f.0 == 3)
-        .map(|f| (f.2, u32::from_be_bytes([f.3[0], f.3[1], f.3[2], f.3[3]])))
-        .collect();
-    assert_eq!(resets, [(5, 0xb)], "24,000 bytes held at once is past 2 × 10,000: ENHANCE_YOUR_CALM");
+    assert_eq!(got.resets(), [(5, 0xb)], "24,000 bytes held at once is past 2 × 10,000: ENHANCE_YOUR_CALM");
     assert_eq!(got.goaway(), None);
 }
 
